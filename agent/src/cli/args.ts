@@ -1,0 +1,34 @@
+/** Command-line parsing shared by the commands: strict, with errors that name the flag. */
+import { type ParseArgsConfig, parseArgs } from "node:util";
+import { DriftlessError } from "../errors.js";
+
+export type Options = NonNullable<ParseArgsConfig["options"]>;
+
+export function parse<T extends Options>(args: string[], options: T, allowPositionals = false) {
+  try {
+    return parseArgs({
+      args,
+      options: { ...options, help: { type: "boolean", short: "h" } },
+      allowPositionals,
+      strict: true,
+    });
+  } catch (error) {
+    throw new DriftlessError(`${(error as Error).message.replace(/\. To specify a positional.*$/s, "")}`, {
+      code: "EARGS",
+      phase: "args",
+    });
+  }
+}
+
+/** `--label role=gateway` -> { role: "gateway" } */
+export function parseLabels(values: string[] | undefined): Record<string, string> {
+  const labels: Record<string, string> = {};
+  for (const value of values ?? []) {
+    const eq = value.indexOf("=");
+    if (eq <= 0) {
+      throw new DriftlessError(`--label ${value}: expected KEY=VALUE`, { code: "EARGS", phase: "args" });
+    }
+    labels[value.slice(0, eq)] = value.slice(eq + 1);
+  }
+  return labels;
+}

@@ -1,0 +1,90 @@
+/** The `driftless` command: wires the real ports and dispatches to a subcommand. */
+import { runConverge } from "./cli/converge.js";
+import { FACTS_HELP, runFacts } from "./cli/facts.js";
+import { type Io, terminalProgress } from "./cli/io.js";
+import { runStatus, STATUS_HELP } from "./cli/status.js";
+import { makeStyle } from "./cli/style.js";
+import { DriftlessError } from "./errors.js";
+import { systemClock } from "./host/clock.js";
+import { systemRunner } from "./host/runner.js";
+import { documentJsonSchema } from "./profile/schema.js";
+
+export const VERSION = "0.1.0";
+
+const HELP = `Driftless agent ${VERSION}: keeps this host at the state declared in a Git repository.
+
+Usage: driftless <command> [options]
+
+Commands:
+  plan      show what would change (writes nothing)
+  apply     converge this host and record the run
+  status    the last runs, from the state database
+  facts     what templates and fleet.yaml match rules see about this host
+  schema    print the JSON Schema of profile repository documents
+
+Run 'driftless <command> --help' for a command's options.
+`;
+
+const SCHEMA_HELP = `Usage: driftless schema
+
+Prints the JSON Schema of profile repository documents (Fleet, Profile), for editors.
+The project keeps a copy in profiles/schema.json.
+`;
+
+export function defaultIo(): Io {
+  const color = Boolean(process.stdout.isTTY) && !process.env.NO_COLOR;
+  return {
+    out: (line) => process.stdout.write(`${line}\n`),
+    err: (line) => process.stderr.write(`${line}\n`),
+    style: makeStyle(color),
+    runner: systemRunner,
+    clock: systemClock,
+    progress: () => terminalProgress(process.stderr, systemClock),
+  };
+}
+
+export async function main(argv: string[], io: Io = defaultIo()): Promise<number> {
+  const [command, ...args] = argv;
+  try {
+    switch (command) {
+      case "plan":
+      case "apply":
+        return await runConverge(command, args, io);
+      case "status":
+        return await runStatus(args, io);
+      case "facts":
+        return await runFacts(args, io);
+      case "schema":
+        if (args.includes("--help") || args.includes("-h")) {
+          io.out(SCHEMA_HELP);
+          return 0;
+        }
+        io.out(JSON.stringify(documentJsonSchema(), null, 2));
+        return 0;
+      case "--version":
+      case "version":
+        io.out(VERSION);
+        return 0;
+      case undefined:
+      case "help":
+      case "--help":
+      case "-h":
+        io.out(HELP);
+        return command === undefined ? 1 : 0;
+      default:
+        io.err(`driftless: unknown command "${command}"\n\n${HELP}`);
+        return 1;
+    }
+  } catch (error) {
+    if (error instanceof DriftlessError) {
+      io.err(`driftless ${command}: ${error.toString()}`);
+      return 1;
+    }
+    // Not expected: say so plainly; the stack only when asked for.
+    io.err(`driftless ${command}: internal error: ${(error as Error).message ?? String(error)}`);
+    if (process.env.DRIFTLESS_DEBUG) io.err(String((error as Error).stack));
+    return 1;
+  }
+}
+
+export { FACTS_HELP, STATUS_HELP };

@@ -1,0 +1,242 @@
+/**
+ * Turns the profiles selected for a host into the list of desired resources: contents read or
+ * rendered, ids checked for duplicates, references (`after`, `notify`) checked.
+ */
+import { createHash } from "node:crypto";
+import * as path from "node:path";
+import { DriftlessError, type Location } from "../errors.js";
+import type { HostFs } from "../host/fs.js";
+import type { Desired, DesiredFile } from "../resources/types.js";
+import type { Loaded, Repository } from "./load.js";
+import type { ProfileDoc } from "./schema.js";
+import { type HostIdentity, mergeVars } from "./select.js";
+import { createTemplateRenderer, type TemplateRenderer } from "./template.js";
+
+export interface DesiredSet {
+  resources: Desired[];
+  vars: Record<string, unknown>;
+  /** sha256 over every repository file that went into this desired state. */
+  digest: string;
+}
+
+export async function buildDesired(
+  fs: HostFs,
+  repo: Repository,
+  profiles: Loaded<ProfileDoc>[],
+  host: HostIdentity,
+  options: { checkReferences: boolean } = { checkReferences: true },
+): Promise<{ desired: DesiredSet; errors: DriftlessError[] }> {
+  const errors: DriftlessError[] = [];
+  const digest = createHash("sha256");
+  for (const file of repo.files) {
+    digest
+      .update(`${file}\0`)
+      .update(fs.readFile(path.join(repo.dir, file)))
+      .update("\0");
+  }
+  const vars = mergeVars(profiles.map((p) => p.doc.vars));
+  const context = { vars, labels: host.labels, facts: host.facts, host: { name: host.name } };
+  let renderer: TemplateRenderer | undefined;
+  const resources: Desired[] = [];
+  const declared = new Map<string, Location>();
+  const origins = new Map<string, Origin>();
+
+  const add = (resource: Desired, loaded: Loaded<ProfileDoc>, field: PropertyKey[]) => {
+    const location = loaded.locate(field);
+    const first = declared.get(resource.id);
+    if (first) {
+      errors.push(
+        new DriftlessError(`${resource.id} is already declared at ${first.file}:${first.line}:${first.column}`, {
+          code: "EDUPLICATE",
+          phase: "validate",
+          location,
+          resource: resource.id,
+        }),
+      );
+      return;
+    }
+    declared.set(resource.id, location);
+    origins.set(resource.id, { loaded, base: field.slice(0, 2) });
+    resources.push(resource);
+  };
+
+  for (const loaded of profiles) {
+    const { doc } = loaded;
+    const declaredAt = (field: PropertyKey[]) => {
+      const l = loaded.locate(field);
+      return { file: l.file, line: l.line ?? 0, column: l.column ?? 0 };
+    };
+    (doc.packages ?? []).forEach((pkg, i) => {
+      add(
+        {
+          kind: "package",
+          id: `package:${pkg.name}`,
+          name: pkg.name,
+          state: pkg.state,
+          ...(pkg.version !== undefined ? { version: pkg.version } : {}),
+          after: (pkg.after ?? []).map(normalizeId),
+          declaredAt: declaredAt(["packages", i]),
+          profile: doc.name,
+        },
+        loaded,
+        ["packages", i, "name"],
+      );
+    });
+    for (const [i, entry] of (doc.files ?? []).entries()) {
+      const filePath = path.posix.normalize(entry.path).replace(/(.)\/+$/, "$1");
+      const file: DesiredFile = {
+        kind: "file",
+        id: `file:${filePath}`,
+        path: filePath,
+        state: entry.state,
+        after: (entry.after ?? []).map(normalizeId),
+        notify: (entry.notify ?? []).map(normalizeId),
+        declaredAt: declaredAt(["files", i]),
+        profile: doc.name,
+      };
+      if (entry.mode !== undefined) file.mode = Number.parseInt(entry.mode, 8);
+      if (entry.owner !== undefined) file.owner = entry.owner;
+      if (entry.group !== undefined) file.group = entry.group;
+      if (entry.target !== undefined) file.target = entry.target;
+      let content: Buffer | undefined;
+      if (entry.content !== undefined) {
+        content = Buffer.from(entry.content, "utf8");
+      } else if (entry.source !== undefined || entry.template !== undefined) {
+        const field = entry.source !== undefined ? "source" : "template";
+        const ref = (entry.source ?? entry.template) as string;
+        const resolved = resolveInRepository(fs, repo, loaded, ref, ["files", i, field]);
+        if (resolved instanceof DriftlessError) {
+          errors.push(resolved);
+          continue;
+        }
+        let bytes: Buffer;
+        try {
+          bytes = fs.readFile(resolved.absolute);
+        } catch (error) {
+          const location = loaded.locate(["files", i, field]);
+          errors.push(
+            new DriftlessError(`cannot read ${ref}: ${(error as Error).message}`, {
+              code: "ESOURCE",
+              phase: "load",
+              location,
+            }),
+          );
+          continue;
+        }
+        digest.update(`${resolved.relative}\0`).update(bytes).update("\0");
+        if (field === "source") {
+          content = bytes;
+        } else {
+          renderer ??= await createTemplateRenderer(fs, repo.dir);
+          const rendered = renderer.render(bytes.toString("utf8"), resolved.relative, context);
+          if (rendered instanceof DriftlessError) {
+            const at = loaded.locate(["files", i, "template"]);
+            errors.push(
+              new DriftlessError(`${rendered.message} (rendering ${file.id}, ${at.file}:${at.line})`, {
+                code: rendered.code,
+                phase: "render",
+                location: rendered.location,
+                resource: file.id,
+              }),
+            );
+            continue;
+          }
+          content = Buffer.from(rendered, "utf8");
+        }
+      } else if (entry.state === "file") {
+        content = undefined; // existence and metadata only
+      }
+      if (content !== undefined) {
+        file.content = content;
+        file.contentHash = createHash("sha256").update(content).digest("hex");
+      }
+      add(file, loaded, ["files", i, "path"]);
+    }
+    (doc.services ?? []).forEach((svc, i) => {
+      add(
+        {
+          kind: "service",
+          id: normalizeId(`service:${svc.name}`),
+          name: svc.name,
+          ...(svc.enabled !== undefined ? { enabled: svc.enabled } : {}),
+          ...(svc.state !== undefined ? { state: svc.state } : {}),
+          onNotify: svc.onNotify,
+          after: (svc.after ?? []).map(normalizeId),
+          declaredAt: declaredAt(["services", i]),
+          profile: doc.name,
+        },
+        loaded,
+        ["services", i, "name"],
+      );
+    });
+  }
+
+  // With profiles missing (invalid), references to their resources would only add noise.
+  if (options.checkReferences) errors.push(...checkReferences(resources, origins));
+  return { desired: { resources, vars, digest: digest.digest("hex") }, errors };
+}
+
+/** `service:nginx.service` and `service:nginx` are the same resource; file paths are normalised. */
+export function normalizeId(id: string): string {
+  if (id.startsWith("service:") && id.endsWith(".service")) return id.slice(0, -".service".length);
+  if (id.startsWith("file:")) return `file:${path.posix.normalize(id.slice(5)).replace(/(.)\/+$/, "$1")}`;
+  return id;
+}
+
+interface Origin {
+  loaded: Loaded<ProfileDoc>;
+  /** e.g. ["files", 3] */
+  base: PropertyKey[];
+}
+
+function checkReferences(resources: Desired[], origins: Map<string, Origin>): DriftlessError[] {
+  const ids = new Set(resources.map((r) => r.id));
+  const errors: DriftlessError[] = [];
+  for (const resource of resources) {
+    const origin = origins.get(resource.id);
+    const refs: Array<[string, string[]]> = [["after", resource.after]];
+    if (resource.kind === "file") refs.push(["notify", resource.notify]);
+    for (const [field, list] of refs) {
+      list.forEach((ref, j) => {
+        let problem: string | undefined;
+        if (!ids.has(ref)) problem = `${ref} is not declared for this host`;
+        else if (ref === resource.id) problem = `${resource.id} cannot refer to itself`;
+        else if (field === "notify" && !ref.startsWith("service:"))
+          problem = `only services can be notified, not ${ref}`;
+        if (!problem || !origin) return;
+        const location = origin.loaded.locate([...origin.base, field, j]);
+        errors.push(
+          new DriftlessError(problem, { code: "EREFERENCE", phase: "validate", location, resource: resource.id }),
+        );
+      });
+    }
+  }
+  return errors;
+}
+
+/** Resolves `source:`/`template:` relative to the profile file; refuses anything outside the repository. */
+function resolveInRepository(
+  fs: HostFs,
+  repo: Repository,
+  loaded: Loaded<ProfileDoc>,
+  ref: string,
+  field: PropertyKey[],
+): { absolute: string; relative: string } | DriftlessError {
+  const refuse = (message: string) =>
+    new DriftlessError(message, { code: "EPATH", phase: "validate", location: loaded.locate(field) });
+  if (path.posix.isAbsolute(ref))
+    return refuse(`${ref}: absolute paths are not allowed; use a path relative to ${loaded.file}`);
+  const absolute = path.resolve(repo.dir, path.dirname(loaded.file), ref);
+  const relative = path.relative(repo.dir, absolute);
+  if (relative.startsWith("..") || path.isAbsolute(relative)) return refuse(`${ref} leaves the repository`);
+  const real = fs.realpath(absolute);
+  if (real === null) return refuse(`${ref}: no such file in the repository`);
+  const realRoot = fs.realpath(repo.dir) ?? repo.dir;
+  const realRelative = path.relative(realRoot, real);
+  if (realRelative.startsWith("..") || path.isAbsolute(realRelative)) {
+    return refuse(`${ref} is a symbolic link that points out of the repository`);
+  }
+  const st = fs.lstat(real);
+  if (st?.type !== "file") return refuse(`${ref} is not a regular file`);
+  return { absolute: real, relative: relative.split(path.sep).join("/") };
+}

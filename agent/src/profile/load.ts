@@ -1,0 +1,257 @@
+/**
+ * Loads a profile repository directory: every `*.yaml` document (hidden folders skipped),
+ * validated against the schema, with every error located by file, line, column and field.
+ */
+import { createHash } from "node:crypto";
+import * as path from "node:path";
+import { isMap, isScalar, isSeq, LineCounter, type Node, parseAllDocuments, type Document as YamlDocument } from "yaml";
+import type { z } from "zod";
+import { DriftlessError, type Location } from "../errors.js";
+import type { HostFs } from "../host/fs.js";
+import { API_VERSION, type Document, documentSchema, type FleetDoc, type ProfileDoc } from "./schema.js";
+
+export type Locator = (fieldPath: readonly PropertyKey[], options?: { key?: boolean }) => Location;
+
+/** A validated document and how to locate its fields. */
+export interface Loaded<T> {
+  doc: T;
+  /** Repository-relative path of the file. */
+  file: string;
+  locate: Locator;
+}
+
+export interface Repository {
+  /** Absolute path of the repository directory on this machine. */
+  dir: string;
+  fleet?: Loaded<FleetDoc>;
+  profiles: Map<string, Loaded<ProfileDoc>>;
+  /** Repository-relative paths of the documents read, sorted. */
+  files: string[];
+  /** sha256 over the documents' paths and contents. */
+  documentsDigest: string;
+  /** Names of profiles whose document failed validation (their errors are already reported). */
+  brokenProfiles: Set<string>;
+  /** True when fleet.yaml exists but failed validation. */
+  brokenFleet: boolean;
+}
+
+/** Reads and validates a repository; returns every problem found, not the first. */
+export function loadRepository(fs: HostFs, dir: string): { repo: Repository; errors: DriftlessError[] } {
+  const repo: Repository = {
+    dir: path.resolve(dir),
+    profiles: new Map(),
+    files: [],
+    documentsDigest: "",
+    brokenProfiles: new Set(),
+    brokenFleet: false,
+  };
+  const root = repo.dir;
+  const errors: DriftlessError[] = [];
+  const unreadable = (message: string) => {
+    errors.push(new DriftlessError(message, { code: "ESOURCE", phase: "load" }));
+    return { repo, errors };
+  };
+  const rootStat = fs.lstat(root);
+  if (!rootStat || (rootStat.type !== "directory" && rootStat.type !== "link")) {
+    return unreadable(`profile repository not found: ${root}`);
+  }
+  let files: string[];
+  try {
+    files = listYamlFiles(fs, root);
+  } catch (error) {
+    return unreadable(`cannot read profile repository: ${(error as Error).message}`);
+  }
+  const digest = createHash("sha256");
+  const nonDocuments: NonDocument[] = [];
+  for (const file of files) {
+    let text: string;
+    try {
+      text = fs.readFile(path.join(root, file)).toString("utf8");
+    } catch (error) {
+      errors.push(located(`cannot read: ${(error as Error).message}`, { file }, "ESOURCE"));
+      continue;
+    }
+    digest.update(`${file}\0${text}\0`);
+    for (const loaded of parseDocuments(text, file, errors, nonDocuments, repo)) {
+      const { doc } = loaded;
+      if (doc.kind === "Fleet") {
+        if (file !== "fleet.yaml") {
+          errors.push(
+            located(
+              "a Fleet document belongs in fleet.yaml at the repository root",
+              loaded.locate(["kind"]),
+              "ELOCATION",
+            ),
+          );
+        } else if (repo.fleet) {
+          errors.push(located("only one Fleet document is allowed", loaded.locate(["kind"]), "EDUPLICATE"));
+        } else {
+          repo.fleet = loaded as Loaded<FleetDoc>;
+        }
+      } else {
+        const previous = repo.profiles.get(doc.name);
+        if (previous) {
+          const first = previous.locate(["name"]);
+          errors.push(
+            located(
+              `profile ${doc.name} is already defined at ${first.file}:${first.line}`,
+              loaded.locate(["name"]),
+              "EDUPLICATE",
+            ),
+          );
+        } else {
+          repo.profiles.set(doc.name, loaded as Loaded<ProfileDoc>);
+        }
+      }
+    }
+  }
+  // A YAML file without apiVersion is data, allowed only as a profile's `source:` or `template:`.
+  const referenced = referencedFiles(repo);
+  for (const { file, location } of nonDocuments) {
+    if (!referenced.has(file)) {
+      errors.push(
+        located(
+          `missing apiVersion: every .yaml file is a ${API_VERSION} document unless a profile uses it as source or template`,
+          { ...location, field: "apiVersion" },
+          "ESCHEMA",
+        ),
+      );
+    }
+  }
+  repo.files = files.filter((f) => !referenced.has(f));
+  repo.documentsDigest = digest.digest("hex");
+  return { repo, errors };
+}
+
+function referencedFiles(repo: Repository): Set<string> {
+  const out = new Set<string>();
+  for (const { doc, file } of repo.profiles.values()) {
+    for (const entry of doc.files ?? []) {
+      const ref = entry.source ?? entry.template;
+      if (ref !== undefined && !path.posix.isAbsolute(ref)) out.add(path.posix.join(path.posix.dirname(file), ref));
+    }
+  }
+  return out;
+}
+
+interface NonDocument {
+  file: string;
+  location: Location;
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+function parseDocuments(
+  text: string,
+  file: string,
+  errors: DriftlessError[],
+  nonDocuments: NonDocument[],
+  repo: Repository,
+): Loaded<Document>[] {
+  const lineCounter = new LineCounter();
+  const docs = parseAllDocuments(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
+  const out: Loaded<Document>[] = [];
+  const list = Array.isArray(docs) ? docs : [];
+  for (const yamlDoc of list) {
+    const position = (offset: number): Location => {
+      const { line, col } = lineCounter.linePos(offset);
+      return { file, line, column: col };
+    };
+    if (yamlDoc.errors.length > 0) {
+      for (const e of yamlDoc.errors) {
+        errors.push(located(e.message.split("\n")[0] ?? e.message, position(e.pos[0]), "EYAML"));
+      }
+      continue;
+    }
+    if (yamlDoc.contents === null) continue; // an empty document (a lone `---`)
+    const locate: Locator = (fieldPath, options) => {
+      const node = deepestNode(yamlDoc, fieldPath, options?.key ?? false);
+      const field = formatField(fieldPath);
+      return { ...position(node?.range?.[0] ?? 0), ...(field ? { field } : {}) };
+    };
+    const value = yamlDoc.toJS({ maxAliasCount: 100 }) as unknown;
+    if (!isObject(value) || !("apiVersion" in value)) {
+      nonDocuments.push({ file, location: locate([]) });
+      continue;
+    }
+    const result = documentSchema.safeParse(value);
+    if (!result.success) {
+      if (value.kind === "Fleet") repo.brokenFleet = true;
+      if (value.kind === "Profile" && typeof value.name === "string") repo.brokenProfiles.add(value.name);
+      errors.push(...issuesToErrors(result.error.issues, locate));
+      continue;
+    }
+    out.push({ doc: result.data, file, locate });
+  }
+  return out;
+}
+
+function issuesToErrors(issues: z.core.$ZodIssue[], locate: Locator): DriftlessError[] {
+  const errors: DriftlessError[] = [];
+  for (const issue of issues) {
+    if (issue.code === "unrecognized_keys") {
+      for (const key of issue.keys) {
+        errors.push(located(`unknown field "${key}"`, locate([...issue.path, key], { key: true }), "EUNKNOWN_FIELD"));
+      }
+    } else {
+      errors.push(located(issue.message, locate(issue.path), "ESCHEMA"));
+    }
+  }
+  return errors;
+}
+
+/** The deepest YAML node along `fieldPath` and the part of the path that did not resolve. */
+function deepestNode(yamlDoc: YamlDocument.Parsed, fieldPath: readonly PropertyKey[], wantKey: boolean): Node | null {
+  let node: Node | null = yamlDoc.contents as Node | null;
+  const rest = [...fieldPath];
+  while (rest.length > 0 && node) {
+    const key = rest[0];
+    let next: Node | null = null;
+    if (isMap(node)) {
+      for (const pair of node.items) {
+        if (isScalar(pair.key) && String(pair.key.value) === String(key)) {
+          // The key itself for unknown fields and for keys whose value is empty.
+          const pointAtKey = (wantKey && rest.length === 1) || !pair.value;
+          next = (pointAtKey ? pair.key : pair.value) as Node;
+          break;
+        }
+      }
+    } else if (isSeq(node) && typeof key === "number") {
+      next = (node.items[key] as Node | undefined) ?? null;
+    }
+    if (!next) break;
+    node = next;
+    rest.shift();
+  }
+  return node;
+}
+
+/** `files[2].mode` */
+export function formatField(fieldPath: readonly PropertyKey[]): string {
+  let out = "";
+  for (const part of fieldPath) {
+    if (typeof part === "number") out += `[${part}]`;
+    else out += out ? `.${String(part)}` : String(part);
+  }
+  return out;
+}
+
+function located(message: string, location: Location, code: string): DriftlessError {
+  return new DriftlessError(message, { code, phase: "validate", location });
+}
+
+function listYamlFiles(fs: HostFs, root: string): string[] {
+  const out: string[] = [];
+  const walk = (rel: string) => {
+    for (const entry of fs.readdir(path.join(root, rel))) {
+      if (entry.name.startsWith(".") || entry.name === "node_modules") continue;
+      const child = rel ? `${rel}/${entry.name}` : entry.name;
+      if (entry.isDirectory()) walk(child);
+      else if (entry.isFile() && entry.name.endsWith(".yaml")) out.push(child);
+    }
+  };
+  walk("");
+  return out.sort();
+}

@@ -1,0 +1,125 @@
+/** The file planner: pure, (desired, actual) -> change. */
+import { createTwoFilesPatch } from "diff";
+import type { Change, FileStep } from "../../engine/types.js";
+import type { Accounts, ActualFile, DesiredFile, Drift } from "../types.js";
+import { nameOf, resolveId } from "./accounts.js";
+
+const DEFAULT_FILE_MODE = 0o644;
+const DEFAULT_DIR_MODE = 0o755;
+const MAX_DIFF_BYTES = 256 * 1024;
+
+export function formatMode(mode: number | undefined): string | undefined {
+  return mode === undefined ? undefined : `0${mode.toString(8).padStart(3, "0")}`;
+}
+
+export function planFile(desired: DesiredFile, actual: ActualFile, accounts: Accounts): Change | null {
+  const drift: Drift[] = [];
+  const steps: FileStep[] = [];
+  const { path } = desired;
+  const owner = desired.owner !== undefined ? { owner: desired.owner } : {};
+  const group = desired.group !== undefined ? { group: desired.group } : {};
+
+  if (desired.state === "absent") {
+    if (actual.type === "absent") return null;
+    drift.push({ field: "state", desired: "absent", actual: actual.type });
+    return change(desired, "delete", drift, [{ op: "file.remove", path }]);
+  }
+
+  const replacing = actual.type !== "absent" && actual.type !== desired.state;
+  if (actual.type === "absent" || replacing) {
+    drift.push({ field: "state", desired: desired.state, actual: actual.type });
+    if (replacing && !(desired.state === "link" && actual.type === "file")) steps.push({ op: "file.remove", path });
+    let diff: string | undefined;
+    if (desired.state === "file") {
+      const content = desired.content ?? Buffer.alloc(0);
+      steps.push({ op: "file.write", path, content, mode: desired.mode ?? DEFAULT_FILE_MODE, ...owner, ...group });
+      if (desired.contentHash) drift.push({ field: "content", desired: `sha256:${desired.contentHash}`, actual: null });
+      diff = unifiedDiff(path, "", content);
+    } else if (desired.state === "directory") {
+      steps.push({ op: "file.mkdir", path, mode: desired.mode ?? DEFAULT_DIR_MODE, ...owner, ...group });
+    } else {
+      steps.push({ op: "file.link", path, target: desired.target as string });
+      drift.push({ field: "target", desired: desired.target, actual: null });
+      if (desired.owner !== undefined || desired.group !== undefined)
+        steps.push({ op: "file.chown", path, ...owner, ...group });
+    }
+    return change(desired, replacing ? "replace" : "create", drift, steps, diff);
+  }
+
+  const ownerDiffers = differs(desired.owner, actual.uid, accounts.users);
+  const groupDiffers = differs(desired.group, actual.gid, accounts.groups);
+  if (ownerDiffers) drift.push({ field: "owner", desired: desired.owner, actual: nameOf(actual.uid, accounts.users) });
+  if (groupDiffers) drift.push({ field: "group", desired: desired.group, actual: nameOf(actual.gid, accounts.groups) });
+
+  if (desired.state === "link") {
+    if (actual.target !== desired.target) {
+      drift.push({ field: "target", desired: desired.target, actual: actual.target });
+      steps.push({ op: "file.link", path, target: desired.target as string });
+    }
+    if (ownerDiffers || groupDiffers || (steps.length > 0 && (desired.owner || desired.group))) {
+      steps.push({ op: "file.chown", path, ...owner, ...group });
+    }
+    return steps.length ? change(desired, "update", drift, steps) : null;
+  }
+
+  const modeDiffers = desired.mode !== undefined && desired.mode !== actual.mode;
+  if (modeDiffers) drift.push({ field: "mode", desired: formatMode(desired.mode), actual: formatMode(actual.mode) });
+
+  let diff: string | undefined;
+  if (desired.state === "file" && desired.contentHash !== undefined && desired.contentHash !== actual.contentHash) {
+    drift.unshift({
+      field: "content",
+      desired: `sha256:${desired.contentHash}`,
+      actual: `sha256:${actual.contentHash}`,
+    });
+    const content = desired.content as Buffer;
+    // A new copy replaces the file: it keeps the current mode and owner unless the profile sets them.
+    steps.push({
+      op: "file.write",
+      path,
+      content,
+      mode: desired.mode ?? actual.mode ?? DEFAULT_FILE_MODE,
+      owner: desired.owner ?? String(actual.uid),
+      group: desired.group ?? String(actual.gid),
+    });
+    diff = actual.text !== undefined ? unifiedDiff(path, actual.text, content) : undefined;
+    diff ??= "binary or large content differs";
+  } else {
+    if (modeDiffers) steps.push({ op: "file.chmod", path, mode: desired.mode as number });
+    if (ownerDiffers || groupDiffers) {
+      steps.push({
+        op: "file.chown",
+        path,
+        ...(ownerDiffers ? owner : {}),
+        ...(groupDiffers ? group : {}),
+      });
+    }
+  }
+  return steps.length ? change(desired, "update", drift, steps, diff) : null;
+}
+
+/** True when the desired owner (name or id) is not the actual id; an unknown name always differs. */
+function differs(desired: string | undefined, actual: number | undefined, ids: Map<string, number>): boolean {
+  if (desired === undefined) return false;
+  const id = resolveId(desired, ids);
+  return id === undefined || id !== actual;
+}
+
+function change(desired: DesiredFile, action: string, drift: Drift[], steps: FileStep[], diff?: string): Change {
+  return { resource: desired.id, kind: "file", action, drift, steps, ...(diff !== undefined ? { diff } : {}) };
+}
+
+export function isText(content: Buffer): boolean {
+  return content.length <= MAX_DIFF_BYTES && !content.subarray(0, 8192).includes(0);
+}
+
+function unifiedDiff(path: string, before: string, after: Buffer): string | undefined {
+  if (!isText(after)) return undefined;
+  const patch = createTwoFilesPatch(path, path, before, after.toString("utf8"), undefined, undefined, { context: 3 });
+  // Drop the "Index"/"====" header lines; keep ---/+++ and the hunks.
+  return patch
+    .split("\n")
+    .filter((line) => !line.startsWith("Index: ") && !/^=+$/.test(line))
+    .join("\n")
+    .trimEnd();
+}

@@ -1,0 +1,85 @@
+/**
+ * Reads the actual state of files. A regular file's content is hashed unless its recorded
+ * fingerprint (device, inode, size, mtime, ctime) proves it unchanged since it was last read or
+ * written; a fingerprint taken within two seconds of the file's last change is not trusted, as
+ * the file could have changed again within the same timestamp tick.
+ */
+import { createHash } from "node:crypto";
+import type { FileStat, HostFs } from "../../host/fs.js";
+import type { ActualFile, DesiredFile } from "../types.js";
+import { isText } from "./plan.js";
+
+export interface FileRecord {
+  fingerprint: string;
+  contentHash: string;
+  /** Wall clock time of the record, in nanoseconds since the epoch. */
+  recordedAtNs: bigint;
+}
+
+const RACY_NS = 2_000_000_000n;
+
+export function fingerprintOf(st: FileStat): string {
+  return `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
+}
+
+/** True when a record can stand for reading the file again. */
+export function trustRecord(st: FileStat, record: FileRecord | undefined): record is FileRecord {
+  return record !== undefined && record.fingerprint === fingerprintOf(st) && st.ctimeNs < record.recordedAtNs - RACY_NS;
+}
+
+export interface FileReadResult {
+  actual: Map<string, ActualFile>;
+  /** New records for files whose content was read (to save after the run). */
+  records: Map<string, FileRecord>;
+  problems: Map<string, string>;
+}
+
+export function readFiles(
+  fs: HostFs,
+  files: DesiredFile[],
+  recorded: Map<string, FileRecord>,
+  nowNs: bigint,
+): FileReadResult {
+  const actual = new Map<string, ActualFile>();
+  const records = new Map<string, FileRecord>();
+  const problems = new Map<string, string>();
+  for (const desired of files) {
+    try {
+      const st = fs.lstat(desired.path);
+      if (!st) {
+        actual.set(desired.id, { type: "absent" });
+        continue;
+      }
+      const found: ActualFile = { type: st.type, mode: st.mode, uid: st.uid, gid: st.gid };
+      if (st.type === "link") {
+        found.target = fs.readlink(desired.path);
+      } else if (st.type === "file" && desired.state === "file" && desired.contentHash !== undefined) {
+        const record = recorded.get(desired.id);
+        if (trustRecord(st, record)) {
+          found.contentHash = record.contentHash;
+          found.fromFingerprint = true;
+        } else {
+          const content = fs.readFile(desired.path);
+          found.contentHash = createHash("sha256").update(content).digest("hex");
+          if (found.contentHash !== desired.contentHash && isText(content)) found.text = content.toString("utf8");
+          records.set(desired.id, {
+            fingerprint: fingerprintOf(st),
+            contentHash: found.contentHash,
+            recordedAtNs: nowNs,
+          });
+        }
+      }
+      actual.set(desired.id, found);
+    } catch (error) {
+      problems.set(desired.id, `cannot read ${desired.path}: ${(error as Error).message}`);
+    }
+  }
+  return { actual, records, problems };
+}
+
+/** The record of a file just written by the agent (trusted from the next run on, after the racy window). */
+export function recordAfterWrite(fs: HostFs, desired: DesiredFile, nowNs: bigint): FileRecord | undefined {
+  const st = fs.lstat(desired.path);
+  if (st?.type !== "file" || desired.contentHash === undefined) return undefined;
+  return { fingerprint: fingerprintOf(st), contentHash: desired.contentHash, recordedAtNs: nowNs };
+}

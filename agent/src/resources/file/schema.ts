@@ -1,0 +1,56 @@
+import { z } from "zod";
+import { resourceIdList } from "../schema-common.js";
+
+export const fileEntrySchema = z
+  .strictObject({
+    path: z.string().regex(/^\//, "must be an absolute path").describe("Absolute path on the managed host."),
+    state: z
+      .enum(["file", "directory", "link", "absent"])
+      .default("file")
+      .describe("file (default), directory, link or absent."),
+    content: z.string().optional().describe("Literal content of the file."),
+    source: z.string().optional().describe("File in the repository copied as is, relative to this profile."),
+    template: z
+      .string()
+      .optional()
+      .describe("Liquid template in the repository, relative to this profile; context: vars, labels, facts, host."),
+    mode: z
+      .string({ error: 'must be a quoted octal string such as "0644"' })
+      .regex(/^0?[0-7]{3,4}$/, 'must be an octal mode such as "0644"')
+      .optional()
+      .describe('Permission bits as a quoted octal string, e.g. "0644".'),
+    owner: z.string().min(1).optional().describe("User name or numeric uid."),
+    group: z.string().min(1).optional().describe("Group name or numeric gid."),
+    target: z.string().min(1).optional().describe("Where a link points (state: link)."),
+    notify: resourceIdList.describe("Services restarted (or reloaded) when this file changes, e.g. service:nginx."),
+    after: resourceIdList.describe("Resource ids applied before this one."),
+  })
+  .superRefine((file, ctx) => {
+    const sources = (["content", "source", "template"] as const).filter((k) => file[k] !== undefined);
+    if (sources.length > 1) {
+      ctx.addIssue({
+        code: "custom",
+        path: [sources[1] ?? "content"],
+        message: `only one of content, source, template`,
+      });
+    }
+    if (file.state !== "file") {
+      for (const key of sources) {
+        ctx.addIssue({ code: "custom", path: [key], message: `not allowed with state: ${file.state}` });
+      }
+    }
+    if (file.state === "link" && file.target === undefined) {
+      ctx.addIssue({ code: "custom", path: ["target"], message: "required with state: link" });
+    }
+    if (file.state !== "link" && file.target !== undefined) {
+      ctx.addIssue({ code: "custom", path: ["target"], message: "only allowed with state: link" });
+    }
+    if (file.state === "absent") {
+      for (const key of ["mode", "owner", "group"] as const) {
+        if (file[key] !== undefined)
+          ctx.addIssue({ code: "custom", path: [key], message: "not allowed with state: absent" });
+      }
+    }
+  });
+
+export type FileEntry = z.infer<typeof fileEntrySchema>;

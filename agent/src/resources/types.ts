@@ -1,0 +1,114 @@
+/**
+ * The shapes every resource kind shares: what is desired (from the profile), what a reader found
+ * on the host (actual), and the change the planner derives from the two.
+ */
+
+/** Where a resource was declared, for error messages. */
+export interface DeclaredAt {
+  file: string;
+  line: number;
+  column: number;
+}
+
+interface DesiredBase {
+  /** `package:NAME`, `file:PATH` or `service:NAME`. */
+  id: string;
+  /** Resource ids this one must follow; failure of one of them skips this one. */
+  after: string[];
+  declaredAt: DeclaredAt;
+  /** Name of the profile that declared it. */
+  profile: string;
+}
+
+export type FileState = "file" | "directory" | "link" | "absent";
+
+export interface DesiredFile extends DesiredBase {
+  kind: "file";
+  path: string;
+  state: FileState;
+  /** Rendered content, for `state: file`. */
+  content?: Buffer;
+  /** sha256 of `content`, hex. */
+  contentHash?: string;
+  mode?: number;
+  owner?: string;
+  group?: string;
+  /** For `state: link`. */
+  target?: string;
+  /** Service ids restarted (or reloaded) when this file changes. */
+  notify: string[];
+}
+
+export type PackageState = "present" | "absent" | "latest";
+
+export interface DesiredPackage extends DesiredBase {
+  kind: "package";
+  name: string;
+  state: PackageState;
+  version?: string;
+}
+
+export interface DesiredService extends DesiredBase {
+  kind: "service";
+  name: string;
+  enabled?: boolean;
+  state?: "running" | "stopped";
+  /** What a `notify` from a changed file does: restart (default) or reload. */
+  onNotify: "restart" | "reload";
+}
+
+export type Desired = DesiredFile | DesiredPackage | DesiredService;
+export type ResourceKind = Desired["kind"];
+
+export interface ActualFile {
+  type: "file" | "directory" | "link" | "other" | "absent";
+  mode?: number;
+  uid?: number;
+  gid?: number;
+  /** sha256 of the content, hex; for regular files. */
+  contentHash?: string;
+  /** The current content, when it is text small enough to show as a diff. */
+  text?: string;
+  /** For links. */
+  target?: string;
+  /** True when the content was not read because the recorded fingerprint proved it unchanged. */
+  fromFingerprint?: boolean;
+}
+
+export interface ActualPackage {
+  installed: boolean;
+  version?: string;
+  /** The version the package manager would install now; read only for `latest`. */
+  candidate?: string;
+}
+
+export interface ActualService {
+  /** False when systemd knows no such unit. */
+  loaded: boolean;
+  /** systemd's UnitFileState: enabled, disabled, static, masked, ... */
+  unitFileState?: string;
+  /** systemd's ActiveState: active, inactive, failed, ...; undefined under `--root`. */
+  activeState?: string;
+  mainPid?: number;
+}
+
+/** The actual state of every desired resource, by resource id. */
+export interface ActualState {
+  files: Map<string, ActualFile>;
+  packages: Map<string, ActualPackage>;
+  services: Map<string, ActualService>;
+  accounts: Accounts;
+}
+
+/** User and group names of the managed host (its /etc/passwd and /etc/group). */
+export interface Accounts {
+  users: Map<string, number>;
+  groups: Map<string, number>;
+}
+
+/** One field that differs between desired and actual. */
+export interface Drift {
+  field: string;
+  desired: unknown;
+  actual: unknown;
+}

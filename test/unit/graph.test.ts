@@ -1,0 +1,52 @@
+import { describe, expect, it } from "vitest";
+import { orderResources, transitiveDependents } from "../../agent/src/engine/graph.js";
+import { DriftlessError } from "../../agent/src/errors.js";
+import { file, pkg, svc } from "../support/desired.js";
+
+const ids = (list: { id: string }[]) => list.map((r) => r.id);
+
+describe("orderResources", () => {
+  it("orders packages, then files, then services, each in declaration order", () => {
+    const { order } = orderResources([svc("a"), file("/b"), pkg("c"), file("/a"), pkg("d")]);
+    expect(ids(order)).toEqual(["package:c", "package:d", "file:/b", "file:/a", "service:a"]);
+  });
+
+  it("lets an after: edge put a file before a package", () => {
+    const { order } = orderResources([
+      pkg("nginx", { after: ["file:/etc/apt/sources.list.d/x.list"] }),
+      pkg("curl"),
+      file("/etc/apt/sources.list.d/x.list"),
+    ]);
+    expect(ids(order)).toEqual(["package:curl", "file:/etc/apt/sources.list.d/x.list", "package:nginx"]);
+  });
+
+  it("puts a file after the directory the profile manages around it", () => {
+    const { order, dependents } = orderResources([file("/srv/app/conf"), file("/srv/app", { state: "directory" })]);
+    expect(ids(order)).toEqual(["file:/srv/app", "file:/srv/app/conf"]);
+    expect(dependents.get("file:/srv/app")).toEqual(["file:/srv/app/conf"]);
+  });
+
+  it("reports a cycle with its path", () => {
+    const resources = [
+      file("/a", { after: ["file:/b"] }),
+      file("/b", { after: ["file:/c"] }),
+      file("/c", { after: ["file:/a"] }),
+    ];
+    expect(() => orderResources(resources)).toThrow(DriftlessError);
+    expect(() => orderResources(resources)).toThrow(
+      /dependency cycle: file:\/\w -> file:\/\w -> file:\/\w -> file:\/\w/,
+    );
+  });
+
+  it("makes notified services depend on their files, transitively", () => {
+    const { dependents } = orderResources([
+      pkg("nginx"),
+      file("/etc/nginx.conf", { after: ["package:nginx"], notify: ["service:nginx"] }),
+      svc("nginx"),
+    ]);
+    expect([...transitiveDependents("package:nginx", dependents)].sort()).toEqual([
+      "file:/etc/nginx.conf",
+      "service:nginx",
+    ]);
+  });
+});

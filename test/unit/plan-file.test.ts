@@ -1,0 +1,88 @@
+import { describe, expect, it } from "vitest";
+import { planFile } from "../../agent/src/resources/file/plan.js";
+import { accounts, file, sha256 } from "../support/desired.js";
+
+const hello = Buffer.from("hello\n");
+
+describe("planFile", () => {
+  it("creates a missing file with the default mode and a diff of the new content", () => {
+    const change = planFile(file("/etc/a", { content: hello }), { type: "absent" }, accounts);
+    expect(change?.action).toBe("create");
+    expect(change?.steps).toEqual([{ op: "file.write", path: "/etc/a", content: hello, mode: 0o644 }]);
+    expect(change?.diff).toContain("+hello");
+  });
+
+  it("is in sync when content, mode and owner match", () => {
+    const desired = file("/etc/a", { content: hello, mode: 0o640, owner: "root" });
+    const change = planFile(
+      desired,
+      { type: "file", mode: 0o640, uid: 0, gid: 0, contentHash: sha256(hello) },
+      accounts,
+    );
+    expect(change).toBeNull();
+  });
+
+  it("fixes a mode-only drift with chmod, without rewriting the content", () => {
+    const desired = file("/etc/a", { content: hello, mode: 0o640 });
+    const change = planFile(
+      desired,
+      { type: "file", mode: 0o644, uid: 0, gid: 0, contentHash: sha256(hello) },
+      accounts,
+    );
+    expect(change?.steps).toEqual([{ op: "file.chmod", path: "/etc/a", mode: 0o640 }]);
+    expect(change?.drift).toEqual([{ field: "mode", desired: "0640", actual: "0644" }]);
+  });
+
+  it("rewrites changed content keeping the current mode and owner, with a unified diff", () => {
+    const desired = file("/etc/a", { content: Buffer.from("b\n") });
+    const change = planFile(
+      desired,
+      { type: "file", mode: 0o600, uid: 33, gid: 33, contentHash: sha256("a\n"), text: "a\n" },
+      accounts,
+    );
+    expect(change?.steps).toEqual([
+      { op: "file.write", path: "/etc/a", content: Buffer.from("b\n"), mode: 0o600, owner: "33", group: "33" },
+    ]);
+    expect(change?.diff).toMatch(/-a\n\+b/);
+    expect(change?.drift[0]?.field).toBe("content");
+  });
+
+  it("changes the owner by name, and always plans it for a name this host does not know yet", () => {
+    const desired = file("/etc/a", { owner: "www-data", group: "mosquitto" });
+    const change = planFile(desired, { type: "file", mode: 0o644, uid: 0, gid: 0 }, accounts);
+    expect(change?.steps).toEqual([{ op: "file.chown", path: "/etc/a", owner: "www-data", group: "mosquitto" }]);
+    expect(change?.drift).toEqual([
+      { field: "owner", desired: "www-data", actual: "root" },
+      { field: "group", desired: "mosquitto", actual: "root" },
+    ]);
+  });
+
+  it("removes a file that should be absent and ignores one already gone", () => {
+    expect(planFile(file("/etc/a", { state: "absent" }), { type: "file" }, accounts)?.steps).toEqual([
+      { op: "file.remove", path: "/etc/a" },
+    ]);
+    expect(planFile(file("/etc/a", { state: "absent" }), { type: "absent" }, accounts)).toBeNull();
+  });
+
+  it("creates directories with 0755 by default and replaces a file standing where a directory belongs", () => {
+    expect(planFile(file("/d", { state: "directory" }), { type: "absent" }, accounts)?.steps).toEqual([
+      { op: "file.mkdir", path: "/d", mode: 0o755 },
+    ]);
+    const change = planFile(file("/d", { state: "directory" }), { type: "file", mode: 0o644 }, accounts);
+    expect(change?.action).toBe("replace");
+    expect(change?.steps.map((s) => s.op)).toEqual(["file.remove", "file.mkdir"]);
+  });
+
+  it("repoints a link whose target differs", () => {
+    const desired = file("/l", { state: "link", target: "/etc/v2" });
+    const change = planFile(desired, { type: "link", target: "/etc/v1" }, accounts);
+    expect(change?.steps).toEqual([{ op: "file.link", path: "/l", target: "/etc/v2" }]);
+    expect(planFile(desired, { type: "link", target: "/etc/v2" }, accounts)).toBeNull();
+  });
+
+  it("says binary content differs instead of printing it", () => {
+    const desired = file("/bin/x", { content: Buffer.from([0, 1, 2]) });
+    const change = planFile(desired, { type: "file", mode: 0o755, uid: 0, gid: 0, contentHash: "00" }, accounts);
+    expect(change?.diff).toBe("binary or large content differs");
+  });
+});

@@ -1,0 +1,18 @@
+import { readFileSync } from "node:fs";
+import { describe, expect, it } from "vitest";
+import { documentJsonSchema } from "../../agent/src/profile/schema.js";
+
+describe("profiles/schema.json", () => {
+  it("is generated from the schema in code (run `npm run schema` after changing a schema)", () => {
+    const onDisk = JSON.parse(readFileSync("profiles/schema.json", "utf8"));
+    expect(onDisk).toEqual(documentJsonSchema());
+  });
+
+  it("describes both document kinds and refuses unknown keys", () => {
+    const schema = documentJsonSchema() as {
+      oneOf: Array<{ properties: { kind: { const: string } }; additionalProperties: boolean }>;
+    };
+    expect(schema.oneOf.map((s) => s.properties.kind.const).sort()).toEqual(["Fleet", "Profile"]);
+    expect(schema.oneOf.every((s) => s.additionalProperties === false)).toBe(true);
+  });
+});
