@@ -40,7 +40,7 @@ function makeRepo(n, target) {
 function timedApply(repo, state) {
   const result = spawnSync(
     GNU_TIME,
-    ["-f", "BENCH %e %M", process.execPath, "bin/driftless.js", "apply", "--source", repo, "--state", state, "--json"],
+    ["-f", "BENCH %e %M", "bin/driftless.js", "apply", "--source", repo, "--state", state, "--json"],
     { encoding: "utf8", maxBuffer: 256 * 1024 * 1024 },
   );
   const match = /BENCH ([\d.]+) (\d+)/.exec(result.stderr);

@@ -1,10 +1,17 @@
-// Bundles the agent into dist/driftless.mjs (one ESM file; the better-sqlite3 addon stays external).
+// Bundles the agent into dist/ (ESM; the better-sqlite3 addon stays external). Modules that only
+// some runs need (Liquid, when a profile has templates) are split into chunks loaded on demand,
+// so a run without them does not pay for their code in memory or start-up time.
+import { rmSync } from "node:fs";
 import { build } from "esbuild";
 
+rmSync("dist", { recursive: true, force: true });
 await build({
-  entryPoints: ["agent/src/main.ts"],
-  outfile: "dist/driftless.mjs",
+  entryPoints: { driftless: "agent/src/main.ts" },
+  outdir: "dist",
+  outExtension: { ".js": ".mjs" },
+  chunkNames: "chunks/[name]-[hash]",
   bundle: true,
+  splitting: true,
   platform: "node",
   target: "node20",
   format: "esm",

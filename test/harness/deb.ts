@@ -9,13 +9,14 @@
  *   await repo.publish({ name: "dl-hello", version: "2.0", service: {} });
  *   await host.exec("apt-get", ["update"]);      // the host now sees 2.0
  *
- * Only `dpkg-deb` (dpkg, on every Debian machine) is needed: the `Packages` index is written
+ * Only `dpkg-deb` (dpkg, on every Debian machine) is needed: the `Packages.gz` index is written
  * here, not with dpkg-scanpackages or apt-ftparchive.
  */
 import { createHash } from "node:crypto";
 import { chmod, mkdir, mkdtemp, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
+import { gzipSync } from "node:zlib";
 import type { Bind, TestHost } from "./host.js";
 import { runChecked } from "./process.js";
 
@@ -106,7 +107,7 @@ export async function buildDeb(spec: DebSpec, outDir: string): Promise<string> {
 }
 
 export interface AptRepo {
-  /** The folder on this machine holding the `.deb` files and the `Packages` index. */
+  /** The folder on this machine holding the `.deb` files and the `Packages.gz` index. */
   readonly dir: string;
   /** Where hosts see it (default `/srv/repo`). */
   readonly mountPoint: string;
@@ -176,7 +177,7 @@ export async function useAptRepo(host: TestHost, repo: AptRepo, options: { only?
   if (result.exitCode !== 0) throw new Error(`configuring the apt repository failed:\n${result.stdout}${result.stderr}`);
 }
 
-/** Writes `Packages` (and a `Release` with its hashes) for every `.deb` in `dir`, atomically. */
+/** Writes `Packages.gz` (and a `Release` with its hash) for every `.deb` in `dir`, atomically. */
 async function writeIndex(dir: string): Promise<void> {
   const stanzas: string[] = [];
   const debs = (await readdir(dir)).filter((entry) => entry.endsWith(".deb")).sort();
@@ -188,11 +189,15 @@ async function writeIndex(dir: string): Promise<void> {
         `MD5sum: ${hash("md5", data)}\nSHA256: ${hash("sha256", data)}\n`,
     );
   }
-  const packages = Buffer.from(stanzas.join("\n"));
+  // Compressed only: apt links an uncompressed index of a file: source into its lists, so a
+  // host would see a new version before `apt-get update`, unlike with any real mirror.
+  const plain = Buffer.from(stanzas.join("\n"));
+  const packages = gzipSync(plain);
   const release =
     `Origin: driftless-test\nLabel: driftless-test\nDate: ${new Date().toUTCString()}\n` +
-    `SHA256:\n ${hash("sha256", packages)} ${packages.length} Packages\n`;
-  await writeAtomic(path.join(dir, "Packages"), packages);
+    `SHA256:\n ${hash("sha256", plain)} ${plain.length} Packages\n` +
+    ` ${hash("sha256", packages)} ${packages.length} Packages.gz\n`;
+  await writeAtomic(path.join(dir, "Packages.gz"), packages);
   await writeAtomic(path.join(dir, "Release"), release);
 }
 
@@ -226,7 +231,7 @@ Description=Driftless test daemon ${unit} (${spec.name} ${spec.version})
 
 [Service]
 ExecStart=/usr/bin/${unit}-daemon
-ExecReload=/bin/kill -HUP $MAINPID
+ExecReload=/bin/sh -c 'kill -HUP $$MAINPID'
 
 [Install]
 WantedBy=multi-user.target

@@ -90,10 +90,12 @@ export const PROJECT_DIR = path.resolve(path.dirname(fileURLToPath(import.meta.u
  * glibc and libstdc++, which the rootfs has).
  */
 export function agentBinds(projectDir: string = PROJECT_DIR): Bind[] {
-  return [
-    { source: projectDir, target: "/opt/driftless" },
-    { source: process.execPath, target: "/usr/bin/node" },
-  ];
+  return [{ source: projectDir, target: "/opt/driftless" }, nodeBind()];
+}
+
+/** This machine's Node binary at `/usr/bin/node` inside the host. */
+export function nodeBind(): Bind {
+  return { source: process.execPath, target: "/usr/bin/node" };
 }
 
 const HOSTS_DIR = process.env.DRIFTLESS_TEST_HOSTS ?? "/var/tmp/driftless-hosts";

@@ -12,22 +12,27 @@ export function formatValue(value: unknown): string {
   return JSON.stringify(value);
 }
 
-export function formatDrift(drift: Drift[]): string {
+export function formatDrift(drift: Drift[], action = ""): string {
+  // A created or deleted file says it all by its action; its content shows as a diff.
+  const obvious = action === "create" || action === "delete" ? new Set(["state", "content"]) : new Set(["content"]);
   return drift
-    .filter((d) => d.field !== "content")
+    .filter((d) => !obvious.has(d.field))
     .map((d) => `${d.field} ${formatValue(d.actual)} -> ${formatValue(d.desired)}`)
     .join(", ");
 }
 
 const SYMBOL: Record<string, string> = { create: "+", install: "+", delete: "-", remove: "-" };
 
+function describe(change: Change): string {
+  const fields = formatDrift(change.drift, change.action);
+  const content = change.action === "update" && change.drift.some((d) => d.field === "content") ? "content" : "";
+  return [content, fields].filter(Boolean).join(", ");
+}
+
 export function formatChange(change: Change, style: Style): string[] {
   const symbol = change.triggeredBy ? "↻" : (SYMBOL[change.action] ?? "~");
   const colour = symbol === "+" ? style.green : symbol === "-" ? style.red : style.yellow;
-  const details = change.triggeredBy
-    ? `(notified by ${change.triggeredBy.join(", ")})`
-    : formatDrift(change.drift) +
-      (change.drift.some((d) => d.field === "content") ? (change.drift.length > 1 ? ", content" : "content") : "");
+  const details = change.triggeredBy ? `(notified by ${change.triggeredBy.join(", ")})` : describe(change);
   const lines = [`  ${colour(symbol)} ${style.bold(change.resource)}  ${colour(change.action)}  ${style.dim(details)}`];
   if (change.diff) {
     for (const line of change.diff.split("\n")) {
@@ -46,7 +51,7 @@ export function formatChange(change: Change, style: Style): string[] {
 }
 
 export function formatResult(result: ResourceResult, change: Change | undefined, style: Style): string[] {
-  const ms = result.durationMs !== undefined ? style.dim(` ${Math.round(result.durationMs)} ms`) : "";
+  const ms = result.durationMs !== undefined ? style.dim(` (${Math.round(result.durationMs)} ms)`) : "";
   switch (result.outcome) {
     case "changed":
       return change ? [...formatChange(change, style).map((l, i) => (i === 0 ? l + ms : l))] : [];

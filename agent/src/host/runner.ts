@@ -1,5 +1,5 @@
 /** The command port: runs a program with arguments (never through a shell), cancellable. */
-import { execa } from "execa";
+import { spawn } from "node:child_process";
 import { DriftlessError } from "../errors.js";
 
 export interface CommandResult {
@@ -10,7 +10,9 @@ export interface CommandResult {
 
 export interface RunOptions {
   signal?: AbortSignal;
+  /** Written to the command's standard input; without it, standard input is closed. */
   input?: string;
+  /** Added to the agent's environment. */
   env?: Record<string, string>;
   cwd?: string;
   /** Called with each line the command prints (both streams), for progress display. */
@@ -22,44 +24,73 @@ export interface Runner {
   run(file: string, args: readonly string[], options?: RunOptions): Promise<CommandResult>;
 }
 
+/**
+ * The real runner, on node:child_process. (A wrapper library costs more memory at start than
+ * the whole agent's budget allows for this little code.)
+ */
 export const systemRunner: Runner = {
-  async run(file, args, options = {}) {
-    const child = execa(file, args, {
-      reject: false,
-      stripFinalNewline: false,
-      cancelSignal: options.signal,
-      input: options.input,
-      cwd: options.cwd,
-      env: options.env,
-      extendEnv: true,
-      ...(options.onLine ? { lines: false, buffer: true } : {}),
-    });
-    if (options.onLine) {
-      const onLine = options.onLine;
-      for (const stream of [child.stdout, child.stderr]) {
+  run(file, args, options = {}) {
+    return new Promise((resolve, reject) => {
+      if (options.signal?.aborted) {
+        reject(cancelled(file, options.signal));
+        return;
+      }
+      const child = spawn(file, args, {
+        cwd: options.cwd,
+        env: options.env ? { ...process.env, ...options.env } : process.env,
+        stdio: [options.input === undefined ? "ignore" : "pipe", "pipe", "pipe"],
+        signal: options.signal,
+        killSignal: "SIGTERM",
+      });
+      const out: Buffer[] = [];
+      const err: Buffer[] = [];
+      const lineSplitter = () => {
         let rest = "";
-        stream?.on("data", (chunk: Buffer) => {
+        return (chunk: Buffer) => {
+          if (!options.onLine) return;
           const lines = (rest + chunk.toString("utf8")).split("\n");
           rest = lines.pop() ?? "";
-          for (const line of lines) onLine(line);
-        });
-      }
-    }
-    const result = await child;
-    if (result.failed && result.exitCode === undefined) {
-      if (options.signal?.aborted) {
-        throw new DriftlessError(`${file} was cancelled`, { code: "ECANCELLED", phase: "apply", cause: result });
-      }
-      throw new DriftlessError(`cannot run ${file}: ${result.shortMessage ?? result.message}`, {
-        code: "ECOMMAND",
-        phase: "apply",
-        cause: result,
+          for (const line of lines) options.onLine(line);
+        };
+      };
+      const outLines = lineSplitter();
+      const errLines = lineSplitter();
+      child.stdout?.on("data", (chunk: Buffer) => {
+        out.push(chunk);
+        outLines(chunk);
       });
-    }
-    return {
-      exitCode: result.exitCode ?? 1,
-      stdout: String(result.stdout ?? ""),
-      stderr: String(result.stderr ?? ""),
-    };
+      child.stderr?.on("data", (chunk: Buffer) => {
+        err.push(chunk);
+        errLines(chunk);
+      });
+      if (options.input !== undefined) child.stdin?.end(options.input);
+      child.on("error", (error: NodeJS.ErrnoException) => {
+        if (options.signal?.aborted) return reject(cancelled(file, options.signal));
+        reject(
+          new DriftlessError(`cannot run ${file}: ${error.code === "ENOENT" ? "not found" : error.message}`, {
+            code: "ECOMMAND",
+            phase: "apply",
+            cause: error,
+          }),
+        );
+      });
+      child.on("close", (code, signal) => {
+        if (options.signal?.aborted) return reject(cancelled(file, options.signal));
+        resolve({
+          exitCode: code ?? (signal ? 128 + signalNumber(signal) : 1),
+          stdout: Buffer.concat(out).toString("utf8"),
+          stderr: Buffer.concat(err).toString("utf8"),
+        });
+      });
+    });
   },
 };
+
+function cancelled(file: string, signal: AbortSignal): DriftlessError {
+  return new DriftlessError(`${file} was cancelled`, { code: "ECANCELLED", phase: "apply", cause: signal.reason });
+}
+
+function signalNumber(signal: NodeJS.Signals): number {
+  const numbers: Partial<Record<NodeJS.Signals, number>> = { SIGHUP: 1, SIGINT: 2, SIGKILL: 9, SIGTERM: 15 };
+  return numbers[signal] ?? 0;
+}

@@ -2,7 +2,7 @@
  * The profile repository's document kinds, written once: validation uses them, and
  * `profiles/schema.json` (for editors) is generated from them (`driftless schema`).
  */
-import { z } from "zod";
+import * as z from "zod";
 import { fileEntrySchema } from "../resources/file/schema.js";
 import { packageEntrySchema } from "../resources/package/schema.js";
 import { serviceEntrySchema } from "../resources/service/schema.js";

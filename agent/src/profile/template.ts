@@ -14,7 +14,9 @@ export interface TemplateRenderer {
 }
 
 export async function createTemplateRenderer(fs: HostFs, repoDir: string): Promise<TemplateRenderer> {
-  const { Liquid } = await import("liquidjs");
+  // Loaded on demand (a separate chunk of the bundle); its CommonJS build arrives as `default`.
+  const liquidjs = (await import("liquidjs")) as typeof import("liquidjs") & { default?: typeof import("liquidjs") };
+  const Liquid = liquidjs.Liquid ?? liquidjs.default?.Liquid;
   const realRoot = fs.realpath(repoDir) ?? repoDir;
   const inside = (file: string) => {
     const real = fs.realpath(file);

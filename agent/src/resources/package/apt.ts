@@ -252,7 +252,7 @@ export function createAptManager(ctx: PackageManagerContext): PackageManager {
     const result = await runner.run(
       command.file,
       [...command.prefix, "-W", `-f=${DPKG_QUERY_FORMAT}`, "--", ...valid],
-      withSignal({ env: LOCALE_ENV, input: "" }, signal),
+      withSignal({ env: LOCALE_ENV }, signal),
     );
     // Exit 1 with "no packages found matching X" only means some names are unknown to dpkg.
     const unexpected = result.stderr
@@ -268,13 +268,14 @@ export function createAptManager(ctx: PackageManagerContext): PackageManager {
     return packagesFromDpkg(names, parseDpkgQuery(result.stdout));
   };
 
+  // No `input`: the runner closes standard input, so neither apt nor a maintainer script can wait
+  // for an answer (DEBIAN_FRONTEND=noninteractive and --force-conf* answer the usual questions).
   const runInstall = (
     operation: PackageOperation,
     options: { signal?: AbortSignal; onLine?: (line: string) => void },
   ) =>
     apt("apt-get", [...APT_INSTALL_OPTIONS, ...aptPackageArgs(operation)], {
       env: APT_ENV,
-      input: "",
       ...(options.signal ? { signal: options.signal } : {}),
       ...(options.onLine ? { onLine: options.onLine } : {}),
     });
@@ -288,7 +289,7 @@ export function createAptManager(ctx: PackageManagerContext): PackageManager {
       if (candidates.length === 0) return packages;
 
       if (query.refreshIndex) {
-        const update = await apt("apt-get", ["update", "-q"], withSignal({ env: APT_ENV, input: "" }, query.signal));
+        const update = await apt("apt-get", ["update", "-q"], withSignal({ env: APT_ENV }, query.signal));
         if (update.exitCode !== 0) {
           const errors = parseAptErrors(`${update.stdout}\n${update.stderr}`);
           throw new DriftlessError(
@@ -300,7 +301,7 @@ export function createAptManager(ctx: PackageManagerContext): PackageManager {
       const result = await apt(
         "apt-cache",
         ["policy", "--", ...candidates],
-        withSignal({ env: LOCALE_ENV, input: "" }, query.signal),
+        withSignal({ env: LOCALE_ENV }, query.signal),
       );
       if (result.exitCode !== 0) {
         throw new DriftlessError(`apt-cache policy failed: ${lastLines(result.stderr || result.stdout)}`, {

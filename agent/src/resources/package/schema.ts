@@ -1,4 +1,4 @@
-import { z } from "zod";
+import * as z from "zod";
 import { resourceIdList } from "../schema-common.js";
 
 export const packageEntrySchema = z

@@ -99,7 +99,6 @@ export function createSystemdManager(ctx: ServiceManagerContext): ServiceManager
   const systemctl = (args: string[], signal?: AbortSignal): Promise<CommandResult> =>
     runner.run("systemctl", offline ? [rootArg, ...args] : args, {
       env: SYSTEMCTL_ENV,
-      input: "",
       ...(signal ? { signal } : {}),
     });
 
