@@ -16,8 +16,8 @@ import { DriftlessError } from "../../agent/src/errors.js";
 import { HostFs } from "../../agent/src/host/fs.js";
 import { systemRunner } from "../../agent/src/host/runner.js";
 import { detectPackageManager } from "../../agent/src/resources/package/apt.js";
-import type { ActualPackage, ActualService } from "../../agent/src/resources/types.js";
 import { createSystemdManager } from "../../agent/src/resources/service/systemd.js";
+import type { ActualPackage, ActualService } from "../../agent/src/resources/types.js";
 import { type AptRepo, createAptRepo, type DebSpec, useAptRepo } from "../harness/deb.js";
 import { bootHost, createRoot, type HostRoot, nodeBind, type TestHost } from "../harness/host.js";
 import { hostSupport } from "../harness/skip.js";
@@ -57,7 +57,8 @@ describe.skipIf(!support.can)("apt and systemd managers on a booted Debian host"
   beforeAll(async () => {
     [repo, driverDir] = await Promise.all([createAptRepo(), bundleDriver()]);
     await repo.publish(plain("dl-hello", "1.0"), plain("dl-up", "1.0"), plain("dl-good", "1.0"), broken);
-    await repo.publish(plain("dl-good2", "1.0"), withService("dl-svc", "1.0"));
+    await repo.publish(plain("dl-good2", "1.0"), withService("dl-svc", "1.0"), plain("dl-half", "1.0"));
+    await repo.publish(plain("dl-after", "1.0"));
     host = await bootHost({ binds: [repo.bind, nodeBind(), { source: driverDir, target: "/opt/driver" }] });
     await useAptRepo(host, repo);
   });
@@ -104,6 +105,7 @@ describe.skipIf(!support.can)("apt and systemd managers on a booted Debian host"
 
     expect((await apply([], ["dl-hello"])).failed).toEqual({});
     expect(await packages(["dl-hello"])).toEqual({ "dl-hello": { installed: false } });
+    // biome-ignore lint/suspicious/noTemplateCurlyInString: dpkg-query's own field syntax
     const status = await host.exec("dpkg-query", ["-W", "-f=${Status}", "dl-hello"]);
     expect(status.stdout).not.toContain(" installed");
   });
@@ -129,9 +131,32 @@ describe.skipIf(!support.can)("apt and systemd managers on a booted Debian host"
     expect((await packages(["dl-up"]))["dl-up"]).toEqual({ installed: true, version: "1.0" });
   });
 
+  it("reads candidates from the cached index when apt-get update fails", async () => {
+    await host.execChecked("sh", [
+      "-c",
+      "echo 'deb [trusted=yes] file:/srv/gone ./' > /etc/apt/sources.list.d/gone.list",
+    ]);
+    try {
+      // The refresh fails (a source is unreachable): the cached index still has dl-hello...
+      expect(await packages(["dl-hello"], ["dl-hello"], true)).toEqual({
+        "dl-hello": { installed: false, candidate: "1.0" },
+      });
+      // ...but not a package it has never seen, which is then an error that says why.
+      const error = await packages(["dl-nowhere"], ["dl-nowhere"], true).catch((e: unknown) => e);
+      expect(error).toMatchObject({ code: "EPKGINDEX", phase: "read", retryable: true });
+      expect((error as Error).message).toMatch(/apt-get update failed \(.*\/srv\/gone.*\).*dl-nowhere/);
+    } finally {
+      await host.execChecked("rm", ["/etc/apt/sources.list.d/gone.list"]);
+    }
+  });
+
   it("fails only the bad packages of a batch", async () => {
     // apt refuses the whole batch for a name it cannot find: the good one goes through on retry.
-    const unresolved = await apply([{ name: "dl-good" }, { name: "no-such-package" }, { name: "dl-up", version: "9.9" }]);
+    const unresolved = await apply([
+      { name: "dl-good" },
+      { name: "no-such-package" },
+      { name: "dl-up", version: "9.9" },
+    ]);
     expect(Object.keys(unresolved.failed).sort()).toEqual(["dl-up", "no-such-package"]);
     expect(unresolved.failed["no-such-package"]).toBe("Unable to locate package no-such-package");
     expect(unresolved.failed["dl-up"]).toBe("Version '9.9' for 'dl-up' was not found");
@@ -156,6 +181,22 @@ describe.skipIf(!support.can)("apt and systemd managers on a booted Debian host"
     });
     expect((await apply([], ["dl-broken"])).failed).toEqual({});
     expect((await host.exec("apt-get", ["check"])).exitCode).toBe(0);
+  });
+
+  it("finishes an interrupted dpkg run, then installs", async () => {
+    // As a power loss half way through an apt-get call leaves it: unpacked, journal pending.
+    await host.execChecked("sh", [
+      "-c",
+      "dpkg --unpack /srv/repo/dl-half_1.0_all.deb && touch /var/lib/dpkg/updates/0000",
+    ]);
+    expect((await packages(["dl-half"]))["dl-half"]).toEqual({ installed: false });
+    expect((await host.exec("apt-get", ["install", "-y", "-q", "dl-after"])).stderr).toContain("dpkg was interrupted");
+
+    expect((await apply([{ name: "dl-after" }])).failed).toEqual({});
+    expect(await packages(["dl-half", "dl-after"])).toEqual({
+      "dl-half": { installed: true, version: "1.0" },
+      "dl-after": { installed: true, version: "1.0" },
+    });
   });
 
   it("enables, starts, restarts, reloads, stops and disables a service from a package", async () => {
@@ -218,7 +259,8 @@ describe.skipIf(!support.can)("apt and systemd managers on a booted Debian host"
 describe.skipIf(!support.can)("apt and systemd managers under --root (offline)", () => {
   let root: HostRoot;
   let repo: AptRepo;
-  const unit = "[Unit]\nDescription=offline test\n[Service]\nExecStart=/bin/true\n[Install]\nWantedBy=multi-user.target\n";
+  const unit =
+    "[Unit]\nDescription=offline test\n[Service]\nExecStart=/bin/true\n[Install]\nWantedBy=multi-user.target\n";
 
   beforeAll(async () => {
     [root, repo] = await Promise.all([createRoot(), createAptRepo()]);
@@ -273,10 +315,12 @@ describe.skipIf(!support.can)("apt and systemd managers under --root (offline)",
     expect(query.get("dl-hello")).toEqual({ installed: false, candidate: "1.0" });
     const outcome = await manager.apply({ install: [{ name: "dl-hello" }], remove: [] }, {});
     expect(Object.fromEntries(outcome.failed)).toEqual({});
-    expect((await manager.query({ names: ["dl-hello"], candidates: [], refreshIndex: false })).get("dl-hello")).toEqual({
-      installed: true,
-      version: "1.0",
-    });
+    expect((await manager.query({ names: ["dl-hello"], candidates: [], refreshIndex: false })).get("dl-hello")).toEqual(
+      {
+        installed: true,
+        version: "1.0",
+      },
+    );
   });
 
   it("finds no package manager where there is no dpkg database", async () => {

@@ -174,7 +174,8 @@ export async function useAptRepo(host: TestHost, repo: AptRepo, options: { only?
     "apt-get update -q",
   ].join("\n");
   const result = await host.exec("sh", ["-c", script]);
-  if (result.exitCode !== 0) throw new Error(`configuring the apt repository failed:\n${result.stdout}${result.stderr}`);
+  if (result.exitCode !== 0)
+    throw new Error(`configuring the apt repository failed:\n${result.stdout}${result.stderr}`);
 }
 
 /** Writes `Packages.gz` (and a `Release` with its hash) for every `.deb` in `dir`, atomically. */

@@ -13,7 +13,7 @@
  */
 import { spawn, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { closeSync, existsSync, openSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { closeSync, existsSync, openSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -118,12 +118,12 @@ export async function bootHost(options: BootOptions = {}): Promise<TestHost> {
   await prepareMachine();
   const name = options.name ?? `dl-${randomBytes(3).toString("hex")}`;
   if (!/^[a-z0-9][a-z0-9-]{0,62}$/.test(name)) throw new Error(`invalid host name: ${name}`);
+  const extraArgs = [...(options.binds ?? []).map(bindArg), ...(options.nspawnArgs ?? [])];
   const slot = await mountRoot(name, options.rootfs);
   const consoleLog = path.join(slot.dir, "console.log");
 
   const args = ["-D", slot.rootDir, "-b", "--register=no", "--keep-unit", "-M", name, "--console=read-only", "-q"];
-  for (const bind of options.binds ?? []) args.push(bindArg(bind));
-  args.push(...(options.nspawnArgs ?? []));
+  args.push(...extraArgs);
   const logFd = openSync(consoleLog, "a");
   const child = spawn("systemd-nspawn", args, {
     stdio: ["ignore", logFd, logFd],
@@ -337,10 +337,15 @@ async function mountRoot(name: string, rootfs: RootfsOptions | undefined): Promi
   await writeFile(path.join(dir, "owner"), `${process.pid}\n`);
   live.add(slot);
   const options = `lowerdir=${lower},upperdir=${dir}/upper,workdir=${dir}/work`;
-  const overlay = await run("mount", ["-t", "overlay", "overlay", "-o", options, slot.rootDir]);
-  if (overlay.exitCode !== 0) {
-    // No overlayfs here (e.g. the cache is itself on an overlay): fall back to a copy.
-    await runChecked("cp", ["-a", "--reflink=auto", `${lower}/.`, slot.rootDir]);
+  try {
+    const overlay = await run("mount", ["-t", "overlay", "overlay", "-o", options, slot.rootDir]);
+    if (overlay.exitCode !== 0) {
+      // No overlayfs here (e.g. the cache is itself on an overlay): fall back to a copy.
+      await runChecked("cp", ["-a", "--reflink=auto", `${lower}/.`, slot.rootDir]);
+    }
+  } catch (error) {
+    await releaseSlot(slot);
+    throw error;
   }
   return slot;
 }
@@ -373,13 +378,25 @@ async function reapStaleHosts(): Promise<void> {
     const dir = path.join(HOSTS_DIR, entry);
     const owner = Number.parseInt(readProc(path.join(dir, "owner")), 10);
     if (!Number.isNaN(owner) && (owner === process.pid || isAlive(owner))) continue;
-    const [nspawnPid] = readProc(path.join(dir, "pids")).trim().split(" ").map(Number);
-    if (nspawnPid && readProc(`/proc/${nspawnPid}/cmdline`).includes(`${dir}/root`)) {
-      for (const child of childrenOf(nspawnPid)) signal(child, "SIGKILL");
-      signal(nspawnPid, "SIGKILL");
-      for (let i = 0; i < 50 && existsSync(`/proc/${nspawnPid}`); i++) await sleep(100);
+    const [nspawnPid, initPid] = readProc(path.join(dir, "pids")).trim().split(" ").map(Number);
+    // The container outlives a killed systemd-nspawn: kill its systemd (and with it the whole
+    // pid namespace) when that process's root is this host's root.
+    if (initPid && sameRoot(initPid, path.join(dir, "root"))) {
+      signal(initPid, "SIGKILL");
+      for (let i = 0; i < 50 && existsSync(`/proc/${initPid}`); i++) await sleep(100);
     }
+    if (nspawnPid && readProc(`/proc/${nspawnPid}/cmdline`).includes(`${dir}/root`)) signal(nspawnPid, "SIGKILL");
     await removeTree(dir);
+  }
+}
+
+function sameRoot(pid: number, rootDir: string): boolean {
+  try {
+    const theirs = statSync(`/proc/${pid}/root`);
+    const ours = statSync(rootDir);
+    return theirs.dev === ours.dev && theirs.ino === ours.ino;
+  } catch {
+    return false;
   }
 }
 

@@ -66,9 +66,7 @@ export function run(file: string, args: readonly string[], options: RunOptions =
 export async function runChecked(file: string, args: readonly string[], options: RunOptions = {}): Promise<ExecResult> {
   const result = await run(file, args, options);
   if (result.exitCode !== 0) {
-    throw new Error(
-      `${file} ${args.join(" ")} exited ${result.exitCode}\n${tail(result.stderr || result.stdout, 40)}`,
-    );
+    throw new Error(`${file} ${args.join(" ")} exited ${result.exitCode}\n${tail(result.stderr || result.stdout, 40)}`);
   }
   return result;
 }

@@ -104,7 +104,9 @@ async function build(options: ResolvedOptions, dir: string): Promise<void> {
   await writeFile(log, result.stdout + result.stderr);
   if (result.exitCode !== 0) {
     await removeTree(dir);
-    throw new Error(`debootstrap failed (exit ${result.exitCode}); see ${log}\n${tail(result.stdout + result.stderr, 30)}`);
+    throw new Error(
+      `debootstrap failed (exit ${result.exitCode}); see ${log}\n${tail(result.stdout + result.stderr, 30)}`,
+    );
   }
   await customise(dir);
   await rm(log, { force: true });

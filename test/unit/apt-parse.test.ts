@@ -212,6 +212,16 @@ describe("apt-get errors", () => {
     expect(failureReason("x", parseAptErrors(long), long).length).toBeLessThanOrEqual(600);
   });
 
+  it("keeps the message of an interrupted dpkg", () => {
+    // apt-get install -y -q dl-b, after a dpkg run was cut short (exit 100)
+    const output = "E: dpkg was interrupted, you must manually run 'dpkg --configure -a' to correct the problem. \n";
+    const errors = parseAptErrors(output);
+    expect(errors.unresolved.size).toBe(0);
+    expect(failureReason("dl-b", errors, output)).toBe(
+      "dpkg was interrupted, you must manually run 'dpkg --configure -a' to correct the problem.",
+    );
+  });
+
   it("reads an archive that fails to unpack as its package", () => {
     const output =
       "dpkg: error processing archive /srv/repo/./dl-clash_1.0_all.deb (--unpack):\n trying to overwrite '/usr/bin/x', which is also in package dl-other 1.0\n";

@@ -63,7 +63,11 @@ export const systemRunner: Runner = {
         err.push(chunk);
         errLines(chunk);
       });
-      if (options.input !== undefined) child.stdin?.end(options.input);
+      if (options.input !== undefined) {
+        // A program that exits without reading its input must not crash the agent with EPIPE.
+        child.stdin?.on("error", () => {});
+        child.stdin?.end(options.input);
+      }
       child.on("error", (error: NodeJS.ErrnoException) => {
         if (options.signal?.aborted) return reject(cancelled(file, options.signal));
         reject(

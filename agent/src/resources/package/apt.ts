@@ -5,7 +5,11 @@
  * one `apt-cache policy` call, after `apt-get update` when asked). Applying is one
  * `apt-get install` call for every install and removal (`name-` removes in the same call).
  * When that call fails, the packages that really failed are found by reading dpkg's state and
- * retrying the others, so one bad package never marks the whole batch failed.
+ * retrying the others, so one bad package never marks the whole batch failed. A dpkg run that
+ * was cut short (power loss) is finished with `dpkg --configure -a` first.
+ *
+ * A failed `apt-get update` is not fatal: like a cached commit, the cached index keeps serving,
+ * unless it has no candidate for a `latest` package.
  *
  * Under `--root DIR`, dpkg-query reads `DIR/var/lib/dpkg` with `--admindir` (falling back to
  * running the root's own dpkg-query through chroot when this machine has none), and apt-get and
@@ -17,7 +21,8 @@ import type { CommandResult, RunOptions } from "../../host/runner.js";
 import type { ActualPackage } from "../types.js";
 import type { PackageManager, PackageManagerContext, PackageOperation, PackageOutcome } from "./manager.js";
 
-/** One line per package: name, architecture, `want eflag status`, version. */
+/** One line per package: name, architecture, `want eflag status`, version (dpkg expands \t and \n). */
+// biome-ignore lint/suspicious/noTemplateCurlyInString: dpkg-query's own field syntax
 export const DPKG_QUERY_FORMAT = "${Package}\\t${Architecture}\\t${Status}\\t${Version}\\n";
 
 /** Package names as dpkg accepts them, with an optional `:arch` qualifier. */
@@ -46,6 +51,12 @@ const APT_INSTALL_OPTIONS = [
 ];
 
 const MAX_REASON_LENGTH = 600;
+
+/** dpkg refuses to work until `dpkg --configure -a` finishes an interrupted run. */
+const DPKG_INTERRUPTED = /dpkg was interrupted, you must manually run '(?:sudo )?dpkg --configure -a'/;
+/** apt errors that stop the whole call before any package is tried. */
+const GLOBAL_FAILURE =
+  /^(?:Could not get lock|Unable to acquire the dpkg frontend lock|Unable to lock the administration directory|dpkg was interrupted)/;
 
 // ---------------------------------------------------------------------------------------------
 // Pure parsing
@@ -188,7 +199,10 @@ export function failureReason(name: string, errors: AptErrors, output: string): 
       .slice(-3)
       .join("; ");
   }
-  reason = reason || "apt-get failed";
+  return truncate(reason || "apt-get failed");
+}
+
+function truncate(reason: string): string {
   return reason.length > MAX_REASON_LENGTH ? `${reason.slice(0, MAX_REASON_LENGTH - 1)}…` : reason;
 }
 
@@ -235,11 +249,17 @@ function isExecutable(fs: HostFs, file: string): boolean {
 export function createAptManager(ctx: PackageManagerContext): PackageManager {
   const { fs, runner } = ctx;
 
-  /** apt-get / apt-cache, through chroot under `--root`. */
-  const apt = (program: "apt-get" | "apt-cache", args: string[], options: RunOptions): Promise<CommandResult> =>
+  /** apt-get, apt-cache or dpkg, through chroot under `--root`. */
+  const apt = (
+    program: "apt-get" | "apt-cache" | "dpkg",
+    args: string[],
+    options: RunOptions,
+  ): Promise<CommandResult> =>
     fs.isRooted ? runner.run("chroot", [fs.root, program, ...args], options) : runner.run(program, args, options);
 
   let dpkgQuery: DpkgQueryCommand | null | undefined;
+  /** `apt-get update` runs at most once per manager (once per run). */
+  let refreshed = false;
 
   const readDpkg = async (names: readonly string[], signal?: AbortSignal): Promise<Map<string, ActualPackage>> => {
     const valid = [...new Set(names.filter((n) => PACKAGE_NAME.test(n)))];
@@ -286,18 +306,19 @@ export function createAptManager(ctx: PackageManagerContext): PackageManager {
     async query(query) {
       const packages = await readDpkg(query.names, query.signal);
       const candidates = [...new Set(query.candidates.filter((n) => PACKAGE_NAME.test(n)))];
-      if (candidates.length === 0) return packages;
 
-      if (query.refreshIndex) {
+      // Refresh only when the index matters: a candidate to read, or a package to install.
+      let updateError: string | undefined;
+      const toInstall = query.names.some((name) => !packages.get(name)?.installed);
+      if (query.refreshIndex && !refreshed && (candidates.length > 0 || toInstall)) {
+        refreshed = true;
         const update = await apt("apt-get", ["update", "-q"], withSignal({ env: APT_ENV }, query.signal));
         if (update.exitCode !== 0) {
           const errors = parseAptErrors(`${update.stdout}\n${update.stderr}`);
-          throw new DriftlessError(
-            `apt-get update failed: ${errors.general.join("; ") || lastLines(update.stderr || update.stdout)}`,
-            { code: "EPKGINDEX", phase: "read", retryable: true },
-          );
+          updateError = errors.general.join("; ") || lastLines(update.stderr || update.stdout);
         }
       }
+      if (candidates.length === 0) return packages;
       const result = await apt(
         "apt-cache",
         ["policy", "--", ...candidates],
@@ -311,6 +332,15 @@ export function createAptManager(ctx: PackageManagerContext): PackageManager {
         });
       }
       const policy = parseAptPolicy(result.stdout);
+      // Offline, the cached index still serves (as a cached commit does); only a package it
+      // has no candidate for makes the failed refresh an error.
+      const unknown = candidates.filter((name) => candidateFor(name, policy) === undefined);
+      if (updateError !== undefined && unknown.length > 0) {
+        throw new DriftlessError(
+          `apt-get update failed (${updateError}); the cached index has no candidate for ${unknown.join(", ")}`,
+          { code: "EPKGINDEX", phase: "read", retryable: true },
+        );
+      }
       for (const name of candidates) {
         const actual = packages.get(name) ?? { installed: false };
         const candidate = candidateFor(name, policy);
@@ -341,13 +371,29 @@ export function createAptManager(ctx: PackageManagerContext): PackageManager {
         ? await readDpkg(unversioned, options.signal)
         : new Map<string, ActualPackage>();
 
-      const batch = await runInstall(valid, options);
+      let batch = await runInstall(valid, options);
       if (batch.exitCode === 0) return outcome;
+      if (DPKG_INTERRUPTED.test(batch.stdout + batch.stderr)) {
+        // A run cut short (power loss, a killed agent) left dpkg half way: finish it, then retry.
+        await apt("dpkg", ["--configure", "-a"], {
+          env: APT_ENV,
+          ...(options.signal ? { signal: options.signal } : {}),
+          ...(options.onLine ? { onLine: options.onLine } : {}),
+        });
+        batch = await runInstall(valid, options);
+        if (batch.exitCode === 0) return outcome;
+      }
 
       // The batch failed. apt resolves everything before changing anything, so packages it
       // could not resolve fail alone; dpkg's state tells which of the others got done.
       const batchErrors = parseAptErrors(`${batch.stdout}\n${batch.stderr}`);
       let pending = splitOperation(valid);
+      const global = batchErrors.general.find((message) => GLOBAL_FAILURE.test(message));
+      if (global !== undefined) {
+        // Nothing was tried (lock held, dpkg still broken): retrying each package would say the same.
+        for (const op of pending) outcome.failed.set(opName(op), truncate(global));
+        return outcome;
+      }
       for (const op of pending) {
         const name = opName(op);
         const message = batchErrors.unresolved.get(name) ?? batchErrors.unresolved.get(name.split(":")[0] ?? name);
