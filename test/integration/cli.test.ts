@@ -82,6 +82,28 @@ describe("the driftless CLI, run as an unprivileged user", () => {
     expect(statSync(path.join(root, "ok")).isFile()).toBe(true);
   });
 
+  it("says a host without a supported package manager cannot manage packages, and applies the rest", () => {
+    const root = tempDir();
+    handOver(root);
+    const repo = makeRepo({
+      "fleet.yaml": fleet("  - match: {}\n    profiles: [p]\n"),
+      "p.yaml": profile("p", "packages:\n  - { name: nginx }\nfiles:\n  - { path: /etc/app.conf, content: ok }\n"),
+    });
+    const plan = driftless(["plan", "--source", repo, "--root", root, "--json"]);
+    expect(plan.exitCode).toBe(4);
+    expect(JSON.parse(plan.stdout).problems).toEqual({
+      "package:nginx": "no supported package manager (apt/dpkg) on this host",
+    });
+    expect(JSON.parse(plan.stdout).drift).toEqual([
+      { resource: "file:/etc/app.conf", field: "state", desired: "file", actual: "absent" },
+      { resource: "file:/etc/app.conf", field: "content", desired: expect.stringMatching(/^sha256:/), actual: null },
+    ]);
+    const apply = driftless(["apply", "--source", repo, "--root", root]);
+    expect(apply.exitCode).toBe(4);
+    expect(apply.stdout).toContain("✗ package:nginx  failed  no supported package manager (apt/dpkg) on this host");
+    expect(readFileSync(path.join(root, "etc/app.conf"), "utf8")).toBe("ok");
+  });
+
   it("refuses bad flags with exit 1 and has --help on every command", () => {
     expect(driftless(["apply", "--sauce", "x"]).exitCode).toBe(1);
     expect(driftless(["apply", "--sauce", "x"]).stderr).toMatch(/--sauce/);

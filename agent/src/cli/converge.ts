@@ -1,6 +1,6 @@
 /** `driftless plan` and `driftless apply`. */
 import * as path from "node:path";
-import { changesForReport, converge, type RunOutcome, toRunRecord } from "../engine/run.js";
+import { changesForReport, converge, driftReport, type RunOutcome, toRunRecord } from "../engine/run.js";
 import type { Change, ResourceResult } from "../engine/types.js";
 import { collectFacts } from "../facts/collect.js";
 import { HostFs } from "../host/fs.js";
@@ -143,6 +143,7 @@ export async function runConverge(verb: "plan" | "apply", args: string[], io: Io
           source: outcome.source,
           profiles: outcome.profiles,
           changes: outcome.plan ? changesForReport(outcome.plan, outcome.results) : [],
+          drift: outcome.plan ? driftReport(outcome.plan) : [],
           problems: outcome.plan ? Object.fromEntries(outcome.plan.problems) : {},
           errors: outcome.errors.map((e) => e.toJSON()),
           results: outcome.results,

@@ -305,3 +305,8 @@ function sortByLocation(errors: DriftlessError[]): DriftlessError[] {
     return fa.localeCompare(fb) || la - lb || ca - cb;
   });
 }
+
+/** Every field that differs, flat: what a report-mode run says of a host. */
+export function driftReport(plan: Plan): Array<{ resource: string; field: string; desired: unknown; actual: unknown }> {
+  return plan.changes.flatMap((change) => change.drift.map((d) => ({ resource: change.resource, ...d })));
+}
