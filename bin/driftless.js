@@ -3,4 +3,5 @@
 // A 1 MB young generation keeps the agent's peak memory low (docs/benchmarks.md) at no cost in speed.
 import { main } from "../dist/driftless.mjs";
 
-process.exitCode = await main(process.argv.slice(2));
+// Exit as soon as the command is done: a fact probe that timed out may still have a child running.
+process.exit(await main(process.argv.slice(2)));

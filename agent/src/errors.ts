@@ -78,3 +78,13 @@ export function errorMessage(error: unknown): string {
   if (error instanceof Error) return error.message;
   return String(error);
 }
+
+/** Errors in reading order: by file, line, column. */
+export function sortByLocation(errors: DriftlessError[]): DriftlessError[] {
+  const key = (e: DriftlessError) => [e.location?.file ?? "", e.location?.line ?? 0, e.location?.column ?? 0] as const;
+  return [...errors].sort((a, b) => {
+    const [fa, la, ca] = key(a);
+    const [fb, lb, cb] = key(b);
+    return fa.localeCompare(fb) || la - lb || ca - cb;
+  });
+}

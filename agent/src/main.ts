@@ -1,10 +1,12 @@
 /** The `driftless` command: wires the real ports and dispatches to a subcommand. */
+import { runAgent } from "./cli/agent.js";
 import { runConverge } from "./cli/converge.js";
 import { FACTS_HELP, runFacts } from "./cli/facts.js";
+import { runInstall, runUninstall } from "./cli/install.js";
 import { type Io, terminalProgress } from "./cli/io.js";
 import { runStatus, STATUS_HELP } from "./cli/status.js";
 import { makeStyle } from "./cli/style.js";
-import { DriftlessError } from "./errors.js";
+import { DriftlessError, ErrorList } from "./errors.js";
 import { systemClock } from "./host/clock.js";
 import { systemRunner } from "./host/runner.js";
 import { documentJsonSchema } from "./profile/schema.js";
@@ -18,7 +20,9 @@ Usage: driftless <command> [options]
 Commands:
   plan      show what would change (writes nothing)
   apply     converge this host and record the run
+  agent     the daemon: follow a Git branch and converge on a schedule (--once: one cycle)
   status    the last runs, from the state database
+  install   install the agent as driftless.service (uninstall: remove it)
   facts     what templates and fleet.yaml match rules see about this host
   schema    print the JSON Schema of profile repository documents
 
@@ -50,6 +54,12 @@ export async function main(argv: string[], io: Io = defaultIo()): Promise<number
       case "plan":
       case "apply":
         return await runConverge(command, args, io);
+      case "agent":
+        return await runAgent(args, io);
+      case "install":
+        return await runInstall(args, io);
+      case "uninstall":
+        return await runUninstall(args, io);
       case "status":
         return await runStatus(args, io);
       case "facts":
@@ -78,6 +88,10 @@ export async function main(argv: string[], io: Io = defaultIo()): Promise<number
   } catch (error) {
     if (error instanceof DriftlessError) {
       io.err(`driftless ${command}: ${error.toString()}`);
+      return 1;
+    }
+    if (error instanceof ErrorList) {
+      for (const e of error.errors) io.err(`driftless ${command}: ${e.toString()}`);
       return 1;
     }
     // Not expected: say so plainly; the stack only when asked for.

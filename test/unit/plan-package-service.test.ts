@@ -63,17 +63,29 @@ describe("planService", () => {
     expect(change?.action).toBe("disable");
   });
 
-  it("restarts on notify unless the run starts or stops the unit anyway", () => {
+  it("restarts on notify; a start planned anyway becomes a restart; a stopped service is left alone", () => {
     const desired = svc("nginx", { state: "running" });
-    expect(planNotify(desired, null, ["file:/etc/nginx.conf"], false)?.steps).toEqual([
+    expect(planNotify(desired, null, ["file:/etc/nginx.conf"], false).notify?.steps).toEqual([
       { op: "service", action: "restart", name: "nginx" },
     ]);
-    const starting = planService(desired, { loaded: true, unitFileState: "enabled", activeState: "inactive" }, false);
-    expect(planNotify(desired, starting, ["file:/etc/nginx.conf"], false)).toBeNull();
-    expect(planNotify(svc("nginx", { state: "stopped" }), null, ["file:/x"], false)).toBeNull();
-    expect(planNotify(svc("nginx", { onNotify: "reload" }), null, ["file:/x"], false)?.action).toBe("reload");
-    expect(planNotify(svc("nginx"), null, ["file:/x"], false)?.steps).toEqual([
+    // The package of the same run may have started it with its default configuration.
+    const starting = planService(desired, { loaded: false }, false);
+    const merged = planNotify(desired, starting, ["file:/etc/nginx.conf"], false);
+    expect(merged.notify).toBeNull();
+    expect(merged.own?.steps).toEqual([{ op: "service", action: "restart", name: "nginx" }]);
+    expect(merged.own?.action).toBe("start");
+    expect(starting?.steps).toEqual([{ op: "service", action: "start", name: "nginx" }]); // not mutated
+    expect(planNotify(svc("nginx", { state: "stopped" }), null, ["file:/x"], false).notify).toBeNull();
+    expect(planNotify(svc("nginx"), null, ["file:/x"], false).notify?.steps).toEqual([
       { op: "service", action: "try-restart", name: "nginx" },
     ]);
+  });
+
+  it("reloads on notify, restarting units that cannot reload, and never fails on a stopped unit", () => {
+    const running = planNotify(svc("nginx", { onNotify: "reload", state: "running" }), null, ["file:/x"], false).notify;
+    expect(running?.action).toBe("reload");
+    expect(running?.steps).toEqual([{ op: "service", action: "reload-or-restart", name: "nginx" }]);
+    const unmanaged = planNotify(svc("nginx", { onNotify: "reload" }), null, ["file:/x"], false).notify;
+    expect(unmanaged?.steps).toEqual([{ op: "service", action: "try-reload-or-restart", name: "nginx" }]);
   });
 });

@@ -1,11 +1,18 @@
 /** `driftless plan` and `driftless apply`. */
+
+import * as os from "node:os";
 import * as path from "node:path";
+import { isGitUrl } from "../daemon/cycle.js";
 import { changesForReport, converge, driftReport, type RunOutcome, toRunRecord } from "../engine/run.js";
 import type { Change, ResourceResult } from "../engine/types.js";
-import { collectFacts } from "../facts/collect.js";
+import { DriftlessError, errorMessage } from "../errors.js";
+import { gatherFacts } from "../facts/gather.js";
 import { HostFs } from "../host/fs.js";
+import { createHttpClient } from "../host/http.js";
+import { type RunLock, tryLock, waitLock } from "../host/lock.js";
 import { detectPackageManager } from "../resources/package/apt.js";
 import { createSystemdManager } from "../resources/service/systemd.js";
+import { GitCache } from "../source/git.js";
 import { StateStore } from "../state/db.js";
 import { parse, parseLabels } from "./args.js";
 import type { Io } from "./io.js";
@@ -19,6 +26,9 @@ export const CONVERGE_OPTIONS = {
   label: { type: "string", multiple: true },
   profile: { type: "string", multiple: true },
   "refresh-packages": { type: "boolean" },
+  wait: { type: "boolean" },
+  ref: { type: "string" },
+  "token-file": { type: "string" },
   json: { type: "boolean" },
 } as const;
 
@@ -32,7 +42,10 @@ export function convergeHelp(verb: "plan" | "apply"): string {
 ${what}
 
 Options:
-  --source DIR          profile repository (a directory; fleet.yaml selects the profiles)
+  --source DIR|URL      profile repository: a directory, or an http(s) Git URL fetched into the
+                        state directory (fleet.yaml selects the profiles)
+  --ref REF             with a URL: branch, tag or commit (default main)
+  --token-file FILE     with a URL: a file holding an access token
   --root DIR            manage the tree mounted at DIR instead of / (files under DIR,
                         packages through chroot, services enable/disable only)
   --state DIR           state directory (default /var/lib/driftless, or DIR/var/lib/driftless
@@ -41,6 +54,7 @@ Options:
   --label KEY=VALUE     a label for fleet.yaml matching and templates (repeatable)
   --profile NAME        apply this profile instead of fleet.yaml's assignments (repeatable)
   --refresh-packages    refresh the package index before checking 'latest' packages
+  --wait                (apply) wait for a run in progress (the daemon's) instead of failing
   --json                print one JSON object (changes, errors, summary)
   -h, --help            show this help
 
@@ -62,17 +76,53 @@ export async function runConverge(verb: "plan" | "apply", args: string[], io: Io
   const root = path.resolve(values.root ?? "/");
   const hostFs = new HostFs(root);
   const repoFs = new HostFs("/");
-  const facts = collectFacts(hostFs);
-  const host = values.host ?? String(facts.hostname);
   const stateDir = path.resolve(values.state ?? path.join(root, "var/lib/driftless"));
+  const facts = await gatherFacts({ fs: hostFs, clock: io.clock, cacheFile: path.join(stateDir, "facts.json") });
+  // Under --root the tree's own name, when it has one.
+  const treeName = hostFs.isRooted ? hostFs.readTextIfExists("/etc/hostname")?.trim() : undefined;
+  const host = values.host ?? (treeName || String(facts.hostname));
   const style = io.style;
 
+  let source = values.source;
+  let commit: string | null = null;
+  if (isGitUrl(values.source)) {
+    try {
+      ({ dir: source, commit } = await fetchSource(values.source, values, stateDir, repoFs, verb));
+    } catch (error) {
+      io.err(`driftless ${verb}: ${error instanceof DriftlessError ? error.toString() : errorMessage(error)}`);
+      return 1;
+    }
+  }
+
   let state: StateStore | null = null;
+  let lock: RunLock | null = null;
+  const abort = new AbortController();
+  const stop = new AbortController();
+  // First signal: finish the resource under way, then stop. Second: cancel it too.
+  const onSignal = () => {
+    if (stop.signal.aborted) abort.abort(new Error("interrupted"));
+    else stop.abort(new Error("interrupted"));
+  };
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
   if (verb === "apply") {
     try {
-      repoFs.ensureParent(path.join(stateDir, "state.db"));
+      repoFs.mkdirp(stateDir, 0o700);
+      lock = values.wait
+        ? await waitLock(stateDir, `driftless apply (pid ${process.pid})`, io.clock, {
+            signal: stop.signal,
+            onWait: (owner) => io.err(`Waiting: ${owner}`),
+          })
+        : tryLock(stateDir, `driftless apply (pid ${process.pid})`, io.clock.now());
       state = StateStore.open(stateDir);
     } catch (error) {
+      lock?.release();
+      process.off("SIGINT", onSignal);
+      process.off("SIGTERM", onSignal);
+      if (error instanceof DriftlessError && error.code === "ELOCKED") {
+        io.err(`driftless apply: ${error.message}; pass --wait to wait for it`);
+        return 1;
+      }
       io.err(`driftless apply: cannot use state directory ${stateDir}: ${(error as Error).message}`);
       io.err("Pass --state DIR with a directory you can write.");
       return 1;
@@ -84,11 +134,6 @@ export async function runConverge(verb: "plan" | "apply", args: string[], io: Io
       state = null; // plan works without the records, it only reads more
     }
   }
-
-  const abort = new AbortController();
-  const onSignal = () => abort.abort(new Error("interrupted"));
-  process.once("SIGINT", onSignal);
-  process.once("SIGTERM", onSignal);
 
   const progress = io.progress();
   let outcome: RunOutcome;
@@ -105,7 +150,7 @@ export async function runConverge(verb: "plan" | "apply", args: string[], io: Io
       },
       {
         mode: verb,
-        source: path.resolve(values.source),
+        source: path.resolve(source),
         host,
         labels: parseLabels(values.label),
         facts,
@@ -113,6 +158,7 @@ export async function runConverge(verb: "plan" | "apply", args: string[], io: Io
         refreshPackages: values["refresh-packages"] ?? false,
         state,
         signal: abort.signal,
+        stop: stop.signal,
         onStart: (change: Change) => progress.start(`${change.action} ${change.resource}`),
         onLine: (line: string) => progress.line(line),
         onResult: (result: ResourceResult, change: Change | undefined) => {
@@ -123,21 +169,24 @@ export async function runConverge(verb: "plan" | "apply", args: string[], io: Io
     );
     progress.stop();
     if (verb === "apply" && state && outcome.exitCode !== 1) {
-      state.recordRun(toRunRecord(outcome, "apply", null));
+      state.recordRun(toRunRecord(outcome, "apply", commit, commit ? { source: "git" } : {}));
     }
   } finally {
     progress.stop();
     process.off("SIGINT", onSignal);
     process.off("SIGTERM", onSignal);
     state?.close();
+    lock?.release();
   }
 
   if (values.json) {
     io.out(
       JSON.stringify(
         {
+          run: outcome.id,
           host,
           mode: verb,
+          ...(commit ? { commit } : {}),
           status: outcome.status,
           exitCode: outcome.exitCode,
           source: outcome.source,
@@ -169,4 +218,34 @@ export async function runConverge(verb: "plan" | "apply", args: string[], io: Io
     io.out(applySummary(outcome, style));
   }
   return outcome.exitCode;
+}
+
+/** Fetches a Git URL into the state directory (or, for a plan by a user who cannot write it, a private cache). */
+async function fetchSource(
+  url: string,
+  values: { ref?: string | undefined; "token-file"?: string | undefined },
+  stateDir: string,
+  fs: HostFs,
+  verb: "plan" | "apply",
+): Promise<{ dir: string; commit: string }> {
+  let cacheDir = stateDir;
+  try {
+    fs.mkdirp(stateDir, 0o700);
+  } catch (error) {
+    if (verb === "apply") throw error;
+    cacheDir = path.join(os.tmpdir(), `driftless-cache-${process.getuid?.() ?? "user"}`);
+    fs.mkdirp(cacheDir, 0o700);
+  }
+  const tokenFile = values["token-file"];
+  const token = tokenFile ? (fs.readTextIfExists(path.resolve(tokenFile)) ?? "").trim() : undefined;
+  const git = new GitCache(
+    { fs, gitFs: HostFs.nodeFs(), http: (signal) => createHttpClient(signal ? { signal } : {}) },
+    cacheDir,
+  );
+  const commit = await git.fetch({
+    url,
+    ref: values.ref ?? "main",
+    ...(token ? { auth: { username: "git", password: token } } : {}),
+  });
+  return { dir: await git.checkout(commit), commit };
 }

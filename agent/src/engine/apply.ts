@@ -1,7 +1,8 @@
 /**
  * Executes a plan: changes in order, consecutive package changes in one package-manager call,
  * a failed resource skipping the resources that depend on it, the rest going on. Stops between
- * resources when the signal is aborted (the resource under way finishes).
+ * resources when `stop` is aborted (the resource under way finishes); `signal` cancels the
+ * commands under way (a second, harder stop).
  */
 import { errorMessage } from "../errors.js";
 import type { HostFs } from "../host/fs.js";
@@ -17,6 +18,9 @@ export interface ApplyContext {
   accounts: Accounts;
   packages: PackageManager | null;
   services: ServiceManager | null;
+  /** Stop between resources. */
+  stop?: AbortSignal;
+  /** Cancel the command under way (apt-get, systemctl). */
   signal?: AbortSignal;
   monotonic: () => number;
   /** Told before and after each change (progress display). */
@@ -57,7 +61,7 @@ export async function applyPlan(plan: Plan, ctx: ApplyContext): Promise<ApplyRes
   const changes = plan.changes;
   for (let i = 0; i < changes.length; i++) {
     const change = changes[i] as Change;
-    if (ctx.signal?.aborted) {
+    if (ctx.stop?.aborted || ctx.signal?.aborted) {
       interrupted = true;
       break;
     }

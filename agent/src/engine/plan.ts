@@ -66,9 +66,10 @@ export function plan(input: PlanInput): Plan {
         }
         change = planService(desired, found, servicesOffline);
         const triggers = notifiersOf(desired, ordering, changed);
+        let notify: Change | null = null;
+        if (triggers.length) ({ own: change, notify } = planNotify(desired, change, triggers, servicesOffline));
         if (change) changes.push(change);
-        const restart = triggers.length ? planNotify(desired, change, triggers, servicesOffline) : null;
-        if (restart) changes.push(restart);
+        if (notify) changes.push(notify);
         if (change) changed.add(desired.id);
         continue;
       }

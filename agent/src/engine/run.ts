@@ -3,19 +3,19 @@
  * plan, and (apply mode) converge and record. `plan` writes nothing.
  */
 import { randomUUID } from "node:crypto";
-import { DriftlessError, errorMessage } from "../errors.js";
+import { DriftlessError, errorMessage, sortByLocation } from "../errors.js";
 import type { Facts } from "../facts/collect.js";
 import type { Clock } from "../host/clock.js";
 import type { HostFs } from "../host/fs.js";
 import type { Runner } from "../host/runner.js";
-import { buildDesired } from "../profile/desired.js";
+import { buildDesired, type DesiredSet } from "../profile/desired.js";
 import { loadRepository } from "../profile/load.js";
 import { assignedProfiles, expandProfiles, type HostIdentity, type ProfileRequest } from "../profile/select.js";
 import { readAccounts } from "../resources/file/accounts.js";
 import { type FileRecord, readFiles, recordAfterWrite } from "../resources/file/read.js";
 import type { PackageManager, PackageManagerContext } from "../resources/package/manager.js";
 import type { ServiceManager, ServiceManagerContext } from "../resources/service/manager.js";
-import type { ActualPackage, ActualService, ActualState, DesiredFile } from "../resources/types.js";
+import type { ActualPackage, ActualService, ActualState, Desired, DesiredFile } from "../resources/types.js";
 import type { RunRecord, StateStore } from "../state/db.js";
 import { applyPlan } from "./apply.js";
 import { orderResources } from "./graph.js";
@@ -40,13 +40,18 @@ export interface RunOptions {
   host: string;
   labels: Record<string, string>;
   facts: Facts;
+  /** Resources given in code instead of a repository (`source` is then only a label). */
+  resources?: Desired[];
   /** Profiles named on the command line instead of fleet.yaml's assignments. */
   profiles?: string[];
   /** Refresh the package index before reading `latest` candidates. */
   refreshPackages?: boolean;
   /** Opened by the caller; null: no records read, none written. */
   state: StateStore | null;
+  /** Cancels commands under way (and stops the run). */
   signal?: AbortSignal;
+  /** Stops the run between resources; the resource under way finishes. */
+  stop?: AbortSignal;
   /** Progress hooks for the terminal. */
   onStart?: (change: Change) => void;
   onLine?: (line: string) => void;
@@ -98,41 +103,26 @@ export async function converge(ports: RunPorts, options: RunOptions): Promise<Ru
       errors: sortByLocation(errors),
     });
 
-  // Load, select, render: every error of the repository is found, then the run stops before
-  // anything is read or applied.
-  const { repo, errors } = loadRepository(ports.repoFs, options.source);
-  const identity: HostIdentity = { name: options.host, labels: options.labels, facts: options.facts };
-  let requests: ProfileRequest[];
-  if (options.profiles?.length) {
-    requests = options.profiles.map((name) => ({ name }));
-  } else if (repo.fleet) {
-    requests = assignedProfiles(repo.fleet, identity);
-  } else {
-    if (!repo.brokenFleet && !errors.some((e) => e.code === "ESOURCE")) {
-      errors.push(
-        new DriftlessError(`no fleet.yaml in ${repo.dir}; add one or name profiles with --profile`, {
-          code: "EFLEET",
-          phase: "select",
-        }),
-      );
-    }
-    return invalid(errors);
-  }
-  const { profiles, errors: selectErrors } = expandProfiles(repo, requests);
-  errors.push(...selectErrors);
-  const profileNames = profiles.map((p) => p.doc.name);
-  const { desired, errors: desiredErrors } = await buildDesired(ports.repoFs, repo, profiles, identity, {
-    checkReferences: errors.length === 0,
-  });
-  errors.push(...desiredErrors);
-  if (errors.length) return invalid(errors, profileNames);
   let ordering: ReturnType<typeof orderResources>;
+  let source: string;
+  let profileNames: string[] = [];
+  let desired: { resources: Desired[] };
+  if (options.resources) {
+    // Resources built in code (driftless install): nothing to load.
+    desired = { resources: options.resources };
+    source = "builtin";
+  } else {
+    const loaded = await loadDesired(ports, options);
+    if ("errors" in loaded) return invalid(loaded.errors, loaded.profiles);
+    desired = loaded.desired;
+    source = `dir:${loaded.desired.digest}`;
+    profileNames = loaded.profiles;
+  }
   try {
     ordering = orderResources(desired.resources);
   } catch (error) {
     return invalid([error as DriftlessError], profileNames);
   }
-  const source = `dir:${desired.digest}`;
   lap("load");
 
   // Read the actual state: files one by one, packages and services in one call each.
@@ -215,6 +205,7 @@ export async function converge(ports: RunPorts, options: RunOptions): Promise<Ru
     services: serviceManager,
     monotonic: () => clock.monotonic(),
     ...(options.signal ? { signal: options.signal } : {}),
+    ...(options.stop ? { stop: options.stop } : {}),
     ...(options.onStart ? { onStart: options.onStart } : {}),
     ...(options.onLine ? { onLine: options.onLine } : {}),
     ...(options.onResult ? { onResult: options.onResult } : {}),
@@ -252,9 +243,15 @@ export async function converge(ports: RunPorts, options: RunOptions): Promise<Ru
 }
 
 /** The run as stored in the state database and reported to the control plane. */
-export function toRunRecord(outcome: RunOutcome, mode: RunRecord["mode"], commit: string | null): RunRecord {
+export function toRunRecord(
+  outcome: RunOutcome,
+  mode: RunRecord["mode"],
+  commit: string | null,
+  extra: { source?: string; errors?: DriftlessError[] } = {},
+): RunRecord {
   const changes = outcome.plan ? changesForReport(outcome.plan, outcome.results) : [];
   const errors = [
+    ...(extra.errors ?? []).map((e) => e.toJSON()),
     ...outcome.errors.map((e) => e.toJSON()),
     ...outcome.results.filter((r) => r.outcome === "failed").map((r) => ({ resource: r.resource, message: r.error })),
   ];
@@ -263,7 +260,7 @@ export function toRunRecord(outcome: RunOutcome, mode: RunRecord["mode"], commit
     id: outcome.id,
     startedAt: outcome.startedAt.toISOString(),
     endedAt: outcome.endedAt.toISOString(),
-    source: outcome.source,
+    source: extra.source ?? outcome.source,
     commit,
     mode,
     result: outcome.status,
@@ -296,17 +293,41 @@ export function changesForReport(plan: Plan, results: ResourceResult[]): Array<R
   });
 }
 
-/** Errors in reading order: by file, line, column. */
-function sortByLocation(errors: DriftlessError[]): DriftlessError[] {
-  const key = (e: DriftlessError) => [e.location?.file ?? "", e.location?.line ?? 0, e.location?.column ?? 0] as const;
-  return [...errors].sort((a, b) => {
-    const [fa, la, ca] = key(a);
-    const [fb, lb, cb] = key(b);
-    return fa.localeCompare(fb) || la - lb || ca - cb;
-  });
-}
-
 /** Every field that differs, flat: what a report-mode run says of a host. */
 export function driftReport(plan: Plan): Array<{ resource: string; field: string; desired: unknown; actual: unknown }> {
   return plan.changes.flatMap((change) => change.drift.map((d) => ({ resource: change.resource, ...d })));
+}
+
+/** Load, select, render: every error of the repository is found before anything is read or applied. */
+async function loadDesired(
+  ports: RunPorts,
+  options: RunOptions,
+): Promise<{ desired: DesiredSet; profiles: string[] } | { errors: DriftlessError[]; profiles: string[] }> {
+  const { repo, errors } = loadRepository(ports.repoFs, options.source);
+  const identity: HostIdentity = { name: options.host, labels: options.labels, facts: options.facts };
+  let requests: ProfileRequest[];
+  if (options.profiles?.length) {
+    requests = options.profiles.map((name) => ({ name }));
+  } else if (repo.fleet) {
+    requests = assignedProfiles(repo.fleet, identity);
+  } else {
+    if (!repo.brokenFleet && !errors.some((e) => e.code === "ESOURCE")) {
+      errors.push(
+        new DriftlessError(`no fleet.yaml in ${repo.dir}; add one or name profiles with --profile`, {
+          code: "EFLEET",
+          phase: "select",
+        }),
+      );
+    }
+    return { errors, profiles: [] };
+  }
+  const { profiles, errors: selectErrors } = expandProfiles(repo, requests);
+  errors.push(...selectErrors);
+  const profileNames = profiles.map((p) => p.doc.name);
+  const { desired, errors: desiredErrors } = await buildDesired(ports.repoFs, repo, profiles, identity, {
+    checkReferences: errors.length === 0,
+  });
+  errors.push(...desiredErrors);
+  if (errors.length) return { errors, profiles: profileNames };
+  return { desired, profiles: profileNames };
 }

@@ -1,6 +1,7 @@
 /**
- * Facts: what templates (`facts`) and fleet `match` rules see about a host. Cheap ones only for
- * now, read without running a command.
+ * Facts: what templates (`facts`) and fleet `match` rules see about a host. `collectFacts` gives
+ * the cheap ones, read without running a command; `gatherFacts` (gather.ts) adds CPU details,
+ * disks, network and virtualization, with a cache.
  */
 import * as os from "node:os";
 import type { HostFs } from "../host/fs.js";
@@ -18,9 +19,22 @@ const DEBIAN_ARCH: Record<string, string> = {
 };
 
 export function collectFacts(fs: HostFs): Facts {
-  const release = parseOsRelease(
-    fs.readTextIfExists("/etc/os-release") ?? fs.readTextIfExists("/usr/lib/os-release") ?? "",
-  );
+  return baseFacts(readOsRelease(fs));
+}
+
+/** The host's os-release(5) text: /etc/os-release, else /usr/lib/os-release, else "". */
+export function readOsRelease(fs: HostFs): string {
+  return fs.readTextIfExists("/etc/os-release") ?? fs.readTextIfExists("/usr/lib/os-release") ?? "";
+}
+
+/** The Debian name of the architecture this agent runs on (amd64, arm64, armhf...). */
+export function debianArch(nodeArch: string = process.arch): string {
+  return DEBIAN_ARCH[nodeArch] ?? nodeArch;
+}
+
+/** The cheap facts: from os-release and node:os, no command run. */
+export function baseFacts(osReleaseText: string) {
+  const release = parseOsRelease(osReleaseText);
   return {
     hostname: os.hostname(),
     os: {
@@ -29,7 +43,7 @@ export function collectFacts(fs: HostFs): Facts {
       name: release.PRETTY_NAME ?? release.NAME ?? "Linux",
       release: release.VERSION_ID ?? "",
       codename: release.VERSION_CODENAME ?? "",
-      arch: DEBIAN_ARCH[process.arch] ?? process.arch,
+      arch: debianArch(),
       machine: os.machine(),
     },
     kernel: { release: os.release(), version: os.version() },

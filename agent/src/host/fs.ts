@@ -205,6 +205,32 @@ export class HostFs {
     this.#resolvedDirs.clear();
   }
 
+  /** Writes a file in place (for trees being built in a private temp directory). */
+  writeFile(hostPath: string, data: Uint8Array, mode: number): void {
+    fs.writeFileSync(this.resolve(hostPath), data, { mode });
+  }
+
+  /** `mkdir -p` with the given mode for the directories it creates. */
+  mkdirp(hostPath: string, mode = 0o755): void {
+    fs.mkdirSync(this.resolve(hostPath), { recursive: true, mode });
+  }
+
+  rename(from: string, to: string): void {
+    fs.renameSync(this.resolve(from), this.resolve(to));
+    this.#resolvedDirs.clear();
+  }
+
+  /** Removes a whole tree (for the agent's own caches, never for managed resources). */
+  removeTree(hostPath: string): void {
+    fs.rmSync(this.resolve(hostPath), { recursive: true, force: true });
+    this.#resolvedDirs.clear();
+  }
+
+  /** The raw node:fs module, for libraries that take a filesystem (isomorphic-git). */
+  static nodeFs(): typeof fs {
+    return fs;
+  }
+
   #resolveDir(dir: string, hops: number): string {
     const cached = this.#resolvedDirs.get(dir);
     if (cached !== undefined) return cached;

@@ -4,13 +4,13 @@
  */
 import { createHash } from "node:crypto";
 import * as path from "node:path";
-import { isMap, isScalar, isSeq, LineCounter, type Node, parseAllDocuments, type Document as YamlDocument } from "yaml";
-import type { z } from "zod";
 import { DriftlessError, type Location } from "../errors.js";
 import type { HostFs } from "../host/fs.js";
-import { API_VERSION, type Document, documentSchema, type FleetDoc, type ProfileDoc } from "./schema.js";
+import { isObject, issuesToErrors, type Locator, parseLocatedYaml } from "../yaml/located.js";
 
-export type Locator = (fieldPath: readonly PropertyKey[], options?: { key?: boolean }) => Location;
+export type { Locator };
+
+import { API_VERSION, type Document, documentSchema, type FleetDoc, type ProfileDoc } from "./schema.js";
 
 /** A validated document and how to locate its fields. */
 export interface Loaded<T> {
@@ -139,10 +139,6 @@ interface NonDocument {
   location: Location;
 }
 
-function isObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
-}
-
 function parseDocuments(
   text: string,
   file: string,
@@ -150,28 +146,8 @@ function parseDocuments(
   nonDocuments: NonDocument[],
   repo: Repository,
 ): Loaded<Document>[] {
-  const lineCounter = new LineCounter();
-  const docs = parseAllDocuments(text, { lineCounter, prettyErrors: false, uniqueKeys: true });
   const out: Loaded<Document>[] = [];
-  const list = Array.isArray(docs) ? docs : [];
-  for (const yamlDoc of list) {
-    const position = (offset: number): Location => {
-      const { line, col } = lineCounter.linePos(offset);
-      return { file, line, column: col };
-    };
-    if (yamlDoc.errors.length > 0) {
-      for (const e of yamlDoc.errors) {
-        errors.push(located(e.message.split("\n")[0] ?? e.message, position(e.pos[0]), "EYAML"));
-      }
-      continue;
-    }
-    if (yamlDoc.contents === null) continue; // an empty document (a lone `---`)
-    const locate: Locator = (fieldPath, options) => {
-      const node = deepestNode(yamlDoc, fieldPath, options?.key ?? false);
-      const field = formatField(fieldPath);
-      return { ...position(node?.range?.[0] ?? 0), ...(field ? { field } : {}) };
-    };
-    const value = yamlDoc.toJS({ maxAliasCount: 100 }) as unknown;
+  for (const { value, locate } of parseLocatedYaml(text, file, errors)) {
     if (!isObject(value) || !("apiVersion" in value)) {
       nonDocuments.push({ file, location: locate([]) });
       continue;
@@ -184,56 +160,6 @@ function parseDocuments(
       continue;
     }
     out.push({ doc: result.data, file, locate });
-  }
-  return out;
-}
-
-function issuesToErrors(issues: z.core.$ZodIssue[], locate: Locator): DriftlessError[] {
-  const errors: DriftlessError[] = [];
-  for (const issue of issues) {
-    if (issue.code === "unrecognized_keys") {
-      for (const key of issue.keys) {
-        errors.push(located(`unknown field "${key}"`, locate([...issue.path, key], { key: true }), "EUNKNOWN_FIELD"));
-      }
-    } else {
-      errors.push(located(issue.message, locate(issue.path), "ESCHEMA"));
-    }
-  }
-  return errors;
-}
-
-/** The deepest YAML node along `fieldPath` and the part of the path that did not resolve. */
-function deepestNode(yamlDoc: YamlDocument.Parsed, fieldPath: readonly PropertyKey[], wantKey: boolean): Node | null {
-  let node: Node | null = yamlDoc.contents as Node | null;
-  const rest = [...fieldPath];
-  while (rest.length > 0 && node) {
-    const key = rest[0];
-    let next: Node | null = null;
-    if (isMap(node)) {
-      for (const pair of node.items) {
-        if (isScalar(pair.key) && String(pair.key.value) === String(key)) {
-          // The key itself for unknown fields and for keys whose value is empty.
-          const pointAtKey = (wantKey && rest.length === 1) || !pair.value;
-          next = (pointAtKey ? pair.key : pair.value) as Node;
-          break;
-        }
-      }
-    } else if (isSeq(node) && typeof key === "number") {
-      next = (node.items[key] as Node | undefined) ?? null;
-    }
-    if (!next) break;
-    node = next;
-    rest.shift();
-  }
-  return node;
-}
-
-/** `files[2].mode` */
-export function formatField(fieldPath: readonly PropertyKey[]): string {
-  let out = "";
-  for (const part of fieldPath) {
-    if (typeof part === "number") out += `[${part}]`;
-    else out += out ? `.${String(part)}` : String(part);
   }
   return out;
 }

@@ -44,7 +44,23 @@ const MIGRATIONS: string[] = [
      content_hash TEXT NOT NULL,
      recorded_at_ns TEXT NOT NULL
    );`,
+  `CREATE TABLE source_state (
+     key TEXT PRIMARY KEY,
+     value TEXT NOT NULL
+   );`,
 ];
+
+/** What the agent remembers of its Git source between runs. */
+export interface SourceState {
+  /** The last commit that was trusted and validated: what the host converges from. */
+  goodCommit?: string;
+  /** The last commit fetched, trusted or not. */
+  fetchedCommit?: string;
+  lastFetchAt?: string;
+  lastFetchError?: string;
+  /** The URL and ref the cache follows; a change starts a new history. */
+  remote?: string;
+}
 
 export class StateStore {
   readonly #db: BetterSqlite3.Database;
@@ -104,6 +120,25 @@ export class StateStore {
       for (const [resource, r] of records)
         upsert.run(resource, r.fingerprint, r.contentHash, r.recordedAtNs.toString());
       for (const resource of forget) remove.run(resource);
+    })();
+  }
+
+  sourceState(): SourceState {
+    const rows = this.#db.prepare("SELECT key, value FROM source_state").raw().all() as [string, string][];
+    return Object.fromEntries(rows) as SourceState;
+  }
+
+  /** Sets the given keys; `undefined` removes a key. */
+  updateSourceState(update: Partial<Record<keyof SourceState, string | undefined>>): void {
+    const set = this.#db.prepare(
+      "INSERT INTO source_state (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+    );
+    const remove = this.#db.prepare("DELETE FROM source_state WHERE key = ?");
+    this.#db.transaction(() => {
+      for (const [key, value] of Object.entries(update)) {
+        if (value === undefined) remove.run(key);
+        else set.run(key, value);
+      }
     })();
   }
 

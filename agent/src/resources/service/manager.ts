@@ -3,7 +3,15 @@ import type { HostFs } from "../../host/fs.js";
 import type { Runner } from "../../host/runner.js";
 import type { ActualService } from "../types.js";
 
-export type ServiceAction = "enable" | "disable" | "start" | "stop" | "restart" | "try-restart" | "reload";
+export type ServiceAction =
+  | "enable"
+  | "disable"
+  | "start"
+  | "stop"
+  | "restart"
+  | "try-restart"
+  | "reload-or-restart"
+  | "try-reload-or-restart";
 
 export interface ServiceManager {
   /** True when only unit files can be changed (a `--root` tree: enable/disable, no start/stop). */

@@ -37,22 +37,43 @@ export function planService(desired: DesiredService, actual: ActualService, offl
   return { resource: desired.id, kind: "service", action: actions.join("+"), drift, steps };
 }
 
-/** The restart (or reload) a changed file asks for, unless the run already starts or stops the unit. */
+/**
+ * What a changed file asks of its service: a restart (or reload) after the change, once. When the
+ * run starts the unit anyway, the start becomes a restart: a package installed in the same run may
+ * have started the daemon with its own default configuration before the file was written.
+ */
 export function planNotify(
   desired: DesiredService,
   own: Change | null,
   triggeredBy: string[],
   offline: boolean,
-): Change | null {
-  if (offline || desired.state === "stopped") return null;
-  if (own?.steps.some((s) => s.op === "service" && (s.action === "start" || s.action === "stop"))) return null;
-  const action = desired.onNotify === "reload" ? "reload" : desired.state === "running" ? "restart" : "try-restart";
+): { own: Change | null; notify: Change | null } {
+  if (offline || desired.state === "stopped") return { own, notify: null };
+  if (own?.steps.some((s) => s.op === "service" && s.action === "start")) {
+    const steps = own.steps.map((s) =>
+      s.op === "service" && s.action === "start" ? { ...s, action: "restart" as const } : s,
+    );
+    // Still a "start" to the reader: the unit was not running when the run began.
+    return { own: { ...own, steps }, notify: null };
+  }
+  const running = desired.state === "running";
+  const reload = desired.onNotify === "reload";
+  const action = reload
+    ? running
+      ? "reload-or-restart"
+      : "try-reload-or-restart"
+    : running
+      ? "restart"
+      : "try-restart";
   return {
-    resource: desired.id,
-    kind: "service",
-    action: action === "try-restart" ? "restart" : action,
-    drift: [],
-    steps: [{ op: "service", action, name: desired.name }],
-    triggeredBy,
+    own,
+    notify: {
+      resource: desired.id,
+      kind: "service",
+      action: reload ? "reload" : "restart",
+      drift: [],
+      steps: [{ op: "service", action, name: desired.name }],
+      triggeredBy,
+    },
   };
 }

@@ -35,6 +35,11 @@ const SYSTEMCTL_ENV = { LC_ALL: "C", SYSTEMD_PAGER: "", SYSTEMD_COLORS: "0", SYS
 // ---------------------------------------------------------------------------------------------
 // Pure parsing
 
+/** systemctl's words for a unit that does not exist (any more). */
+export function isGone(message: string): boolean {
+  return /not loaded|does not exist|not found|No such file/i.test(message);
+}
+
 /** The unit a profile name stands for: names without a unit suffix are `.service` units. */
 export function unitName(name: string): string {
   const dot = name.lastIndexOf(".");
@@ -125,6 +130,8 @@ export function createSystemdManager(ctx: ServiceManagerContext): ServiceManager
       const run = await systemctl([action, "--", unit], signal);
       if (run.exitCode !== 0) {
         const message = run.stderr.trim() || run.stdout.trim() || `exit code ${run.exitCode}`;
+        // A unit removed earlier in the run (its package purged) is as stopped and disabled as it gets.
+        if ((action === "stop" || action === "disable") && isGone(message)) return;
         throw new DriftlessError(`systemctl ${action} ${unit} failed: ${message}`, {
           code: "ESERVICE",
           phase: "apply",

@@ -1,0 +1,121 @@
+/**
+ * Reads the agent configuration: the YAML file, then environment variables that override single
+ * keys (for containers and tests), validated with every error located (file or variable, line,
+ * field). Paths in the file may be relative to the file's directory.
+ */
+import * as path from "node:path";
+import { DriftlessError, sortByLocation } from "../errors.js";
+import type { HostFs } from "../host/fs.js";
+import { formatField, isObject, issuesToErrors, type Locator, parseLocatedYaml } from "../yaml/located.js";
+import { type AgentConfig, agentConfigSchema } from "./schema.js";
+
+export const DEFAULT_CONFIG = "/etc/driftless/agent.yaml";
+
+/** Environment variables and the key each overrides. */
+export const ENV_OVERRIDES: Record<string, string[]> = {
+  DRIFTLESS_HOST: ["host"],
+  DRIFTLESS_MODE: ["mode"],
+  DRIFTLESS_STATE_DIR: ["stateDir"],
+  DRIFTLESS_SOURCE_URL: ["source", "url"],
+  DRIFTLESS_SOURCE_REF: ["source", "ref"],
+  DRIFTLESS_SOURCE_TOKEN_FILE: ["source", "tokenFile"],
+  DRIFTLESS_SOURCE_INTERVAL: ["source", "interval"],
+  DRIFTLESS_SOURCE_SPLAY: ["source", "splay"],
+  DRIFTLESS_TRUST_ALLOWED_SIGNERS: ["trust", "allowedSigners"],
+  DRIFTLESS_TRUST_OPENPGP_KEYS: ["trust", "openpgpKeys"],
+  DRIFTLESS_BROKER_URL: ["broker", "url"],
+  DRIFTLESS_BROKER_USERNAME: ["broker", "username"],
+  DRIFTLESS_BROKER_PASSWORD_FILE: ["broker", "passwordFile"],
+};
+
+const PATH_KEYS: string[][] = [
+  ["stateDir"],
+  ["source", "tokenFile"],
+  ["source", "usernameFile"],
+  ["source", "passwordFile"],
+  ["trust", "allowedSigners"],
+  ["trust", "openpgpKeys"],
+  ["broker", "passwordFile"],
+  ["broker", "ca"],
+];
+
+export interface LoadedConfig {
+  config: AgentConfig;
+  file: string;
+  /** Which keys came from the environment. */
+  fromEnv: string[];
+}
+
+export function loadAgentConfig(
+  fs: HostFs,
+  file: string,
+  env: Record<string, string | undefined>,
+): { loaded?: LoadedConfig; errors: DriftlessError[] } {
+  const errors: DriftlessError[] = [];
+  const text = fs.readTextIfExists(file);
+  const fromEnv = Object.keys(ENV_OVERRIDES).filter((name) => env[name] !== undefined && env[name] !== "");
+  if (text === null && !fromEnv.includes("DRIFTLESS_SOURCE_URL")) {
+    errors.push(
+      new DriftlessError(
+        `no configuration at ${file}; create it (driftless install writes one) or set DRIFTLESS_SOURCE_URL`,
+        {
+          code: "ECONFIG",
+          phase: "load",
+          location: { file },
+        },
+      ),
+    );
+    return { errors };
+  }
+  let raw: Record<string, unknown> = { apiVersion: "driftless/v1", kind: "AgentConfig" };
+  let locate: Locator = (fieldPath) => ({ file, field: formatField(fieldPath) });
+  if (text !== null) {
+    const docs = parseLocatedYaml(text, file, errors);
+    if (errors.length) return { errors };
+    const [first] = docs;
+    if (docs.length !== 1 || !first || !isObject(first.value)) {
+      errors.push(
+        new DriftlessError("must hold one AgentConfig mapping", {
+          code: "ECONFIG",
+          phase: "validate",
+          location: { file },
+        }),
+      );
+      return { errors };
+    }
+    raw = first.value;
+    locate = first.locate;
+  }
+  // Paths in the file are relative to its directory; paths from the environment to the working directory.
+  const base = path.dirname(path.resolve(file));
+  for (const key of PATH_KEYS) {
+    const value = getIn(raw, key);
+    if (typeof value === "string" && !path.isAbsolute(value)) setIn(raw, key, path.resolve(base, value));
+  }
+  for (const name of fromEnv) setIn(raw, ENV_OVERRIDES[name] as string[], env[name]);
+  const envOf = new Map(fromEnv.map((name) => [(ENV_OVERRIDES[name] as string[]).join("."), name]));
+  const result = agentConfigSchema.safeParse(raw);
+  if (!result.success) {
+    const locator: Locator = (fieldPath, options) => {
+      const variable = envOf.get(fieldPath.join("."));
+      return variable ? { file: `environment ${variable}`, field: formatField(fieldPath) } : locate(fieldPath, options);
+    };
+    return { errors: sortByLocation(issuesToErrors(result.error.issues, locator)) };
+  }
+  return { loaded: { config: result.data, file, fromEnv }, errors };
+}
+
+function getIn(obj: Record<string, unknown>, key: string[]): unknown {
+  let value: unknown = obj;
+  for (const part of key) value = isObject(value) ? value[part] : undefined;
+  return value;
+}
+
+function setIn(obj: Record<string, unknown>, key: string[], value: unknown): void {
+  let target = obj;
+  for (const part of key.slice(0, -1)) {
+    if (!isObject(target[part])) target[part] = {};
+    target = target[part] as Record<string, unknown>;
+  }
+  target[key[key.length - 1] as string] = value;
+}

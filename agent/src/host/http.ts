@@ -1,0 +1,68 @@
+/**
+ * The network port for Git: an isomorphic-git HTTP client on node:http(s) with a time limit for
+ * every request, cancellation, and an optional CA bundle.
+ */
+import * as http from "node:http";
+import * as https from "node:https";
+import type { GitHttpRequest, GitHttpResponse, HttpClient } from "isomorphic-git";
+import { DriftlessError } from "../errors.js";
+
+export interface HttpOptions {
+  /** No byte for this long fails the request. */
+  idleTimeoutMs?: number;
+  signal?: AbortSignal;
+  ca?: string;
+}
+
+export function createHttpClient(options: HttpOptions = {}): HttpClient {
+  return {
+    async request(req: GitHttpRequest): Promise<GitHttpResponse> {
+      const body = req.body ? await collect(req.body) : undefined;
+      return new Promise((resolve, reject) => {
+        const url = new URL(req.url);
+        const lib = url.protocol === "https:" ? https : http;
+        const request = lib.request(
+          url,
+          {
+            method: req.method ?? "GET",
+            headers: req.headers,
+            signal: options.signal,
+            timeout: options.idleTimeoutMs ?? 30_000,
+            ...(options.ca ? { ca: options.ca } : {}),
+          },
+          (res) => {
+            const headers: Record<string, string> = {};
+            for (const [key, value] of Object.entries(res.headers)) {
+              if (value !== undefined) headers[key] = Array.isArray(value) ? value.join(", ") : value;
+            }
+            resolve({
+              url: req.url,
+              method: req.method ?? "GET",
+              statusCode: res.statusCode ?? 0,
+              statusMessage: res.statusMessage ?? "",
+              headers,
+              body: res[Symbol.asyncIterator]() as AsyncIterableIterator<Uint8Array>,
+            });
+          },
+        );
+        request.on("timeout", () => {
+          request.destroy(
+            new DriftlessError(`no answer from ${url.host} for ${(options.idleTimeoutMs ?? 30_000) / 1000} s`, {
+              code: "ETIMEOUT",
+              phase: "load",
+              retryable: true,
+            }),
+          );
+        });
+        request.on("error", reject);
+        request.end(body);
+      });
+    },
+  };
+}
+
+async function collect(body: AsyncIterableIterator<Uint8Array>): Promise<Buffer> {
+  const parts: Uint8Array[] = [];
+  for await (const part of body) parts.push(part);
+  return Buffer.concat(parts);
+}

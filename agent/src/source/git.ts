@@ -1,0 +1,322 @@
+/**
+ * The cached Git repository of a host (`STATE/git`, a bare repository) and the checkouts made
+ * from it (`STATE/checkouts/<commit>`).
+ *
+ * A fetch asks for the tracked ref only (shallow on the first clone); it never decides what the
+ * host converges from: the commit the host uses is recorded in the state database only after it
+ * was fetched, verified, checked out and validated. A checkout is built in a temp directory and
+ * renamed into place, so a killed agent leaves either a whole checkout or none. A cache that a
+ * killed fetch left unreadable is thrown away and fetched again.
+ */
+import * as path from "node:path";
+import type { HttpClient, PromiseFsClient } from "isomorphic-git";
+import { DriftlessError, errorMessage } from "../errors.js";
+import type { HostFs } from "../host/fs.js";
+import { splitSignedCommit } from "./verify.js";
+
+type Git = typeof import("isomorphic-git");
+
+export interface GitRemote {
+  url: string;
+  /** Branch, tag or full commit id. */
+  ref: string;
+  auth?: { username: string; password: string };
+}
+
+export interface GitPorts {
+  /** The machine's filesystem (HostFs rooted at /). */
+  fs: HostFs;
+  /** The same filesystem in the form isomorphic-git takes. */
+  gitFs: PromiseFsClient | typeof import("node:fs");
+  /** A client per fetch, bound to the fetch's cancellation. */
+  http: (signal?: AbortSignal) => HttpClient;
+}
+
+export interface CommitInfo {
+  oid: string;
+  /** The commit object without its signature: what a signature signs, byte for byte. */
+  payload: Uint8Array;
+  /** The `gpgsig` header, when signed. */
+  signature?: string;
+  parents: string[];
+  message: string;
+}
+
+const NETWORK_CODES = new Set([
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "ENOTFOUND",
+  "EAI_AGAIN",
+  "ETIMEDOUT",
+  "ETIMEOUT",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+  "EPIPE",
+  "HttpError",
+  "SmartHttpError",
+  "UnknownTransportError",
+  "UrlParseError",
+  "CERT_HAS_EXPIRED",
+  "DEPTH_ZERO_SELF_SIGNED_CERT",
+  "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
+  "ERR_TLS_CERT_ALTNAME_INVALID",
+  "NotFoundError",
+  "UserCanceledError",
+  "ABORT_ERR",
+]);
+
+export class GitCache {
+  readonly #ports: GitPorts;
+  readonly #gitdir: string;
+  readonly #checkouts: string;
+  #git: Git | undefined;
+  #cache: object = {};
+
+  constructor(ports: GitPorts, stateDir: string) {
+    this.#ports = ports;
+    this.#gitdir = path.join(stateDir, "git");
+    this.#checkouts = path.join(stateDir, "checkouts");
+  }
+
+  async #lib(): Promise<Git> {
+    if (!this.#git) {
+      const mod = (await import("isomorphic-git")) as Git & { default?: Git };
+      this.#git = mod.default ?? mod;
+    }
+    return this.#git;
+  }
+
+  /** Fetches the tracked ref; returns the commit it points at. Network and auth failures are retryable errors. */
+  async fetch(remote: GitRemote, signal?: AbortSignal): Promise<string> {
+    try {
+      return await this.#fetchOnce(remote, signal);
+    } catch (error) {
+      if (isNetworkError(error) || signal?.aborted) throw fetchError(remote, error);
+      // Anything else means the cache is damaged (a killed fetch): start again from nothing.
+      this.#ports.fs.removeTree(this.#gitdir);
+      this.#cache = {};
+      try {
+        return await this.#fetchOnce(remote, signal);
+      } catch (again) {
+        throw fetchError(remote, again);
+      }
+    }
+  }
+
+  async #fetchOnce(remote: GitRemote, signal?: AbortSignal): Promise<string> {
+    const git = await this.#lib();
+    const { fs } = this.#ports;
+    const gitdir = this.#gitdir;
+    const fresh = !fs.lstat(path.join(gitdir, "config")) || !fs.lstat(path.join(gitdir, "HEAD"));
+    if (fresh) {
+      fs.removeTree(gitdir);
+      fs.mkdirp(gitdir, 0o700);
+      await git.init({ fs: this.#ports.gitFs, gitdir, bare: true, defaultBranch: "main" });
+    } else {
+      this.#removeIncompletePacks();
+    }
+    const isCommitId = /^[0-9a-f]{40}$/.test(remote.ref);
+    if (isCommitId && (await this.#hasCommit(remote.ref))) return remote.ref;
+    const result = await git.fetch({
+      fs: this.#ports.gitFs,
+      http: this.#ports.http(signal),
+      gitdir,
+      url: remote.url,
+      ...(isCommitId ? {} : { ref: remote.ref, singleBranch: true }),
+      tags: false,
+      // The first clone is shallow; later fetches bring only the new commits on top of it.
+      ...(fresh && !isCommitId ? { depth: 1 } : {}),
+      cache: this.#cache,
+      ...(remote.auth ? { onAuth: () => remote.auth } : {}),
+      onAuthFailure: () => ({ cancel: true }),
+    });
+    if (isCommitId) {
+      if (!(await this.#hasCommit(remote.ref))) {
+        throw new DriftlessError(`commit ${remote.ref} is not on ${remote.url}`, { code: "EREF", phase: "load" });
+      }
+      return remote.ref;
+    }
+    if (!result.fetchHead) {
+      throw new DriftlessError(`${remote.url} has no ref ${remote.ref}`, { code: "EREF", phase: "load" });
+    }
+    return this.#peel(result.fetchHead);
+  }
+
+  /** An annotated tag points at a tag object: follow it to the commit. */
+  async #peel(oid: string): Promise<string> {
+    const git = await this.#lib();
+    let current = oid;
+    for (let i = 0; i < 10; i++) {
+      const { type, object } = await git.readObject({
+        fs: this.#ports.gitFs,
+        gitdir: this.#gitdir,
+        oid: current,
+        cache: this.#cache,
+      });
+      if (type === "commit") return current;
+      if (type !== "tag")
+        throw new DriftlessError(`${oid} is a ${type}, not a commit`, { code: "EREF", phase: "load" });
+      current = (object as { object: string }).object;
+    }
+    throw new DriftlessError(`tag ${oid} is nested too deeply`, { code: "EREF", phase: "load" });
+  }
+
+  async #hasCommit(oid: string): Promise<boolean> {
+    try {
+      const git = await this.#lib();
+      await git.readCommit({ fs: this.#ports.gitFs, gitdir: this.#gitdir, oid, cache: this.#cache });
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /** A pack without its index is what a killed fetch leaves; nothing refers to it. */
+  #removeIncompletePacks(): void {
+    const packDir = path.join(this.#gitdir, "objects", "pack");
+    if (!this.#ports.fs.lstat(packDir)) return;
+    const names = new Set(this.#ports.fs.readdir(packDir).map((e) => e.name));
+    for (const name of names) {
+      if (name.endsWith(".pack") && !names.has(name.replace(/\.pack$/, ".idx"))) {
+        this.#ports.fs.remove(path.join(packDir, name));
+      }
+      if (name.startsWith("tmp") || name.endsWith(".tmp")) this.#ports.fs.remove(path.join(packDir, name));
+    }
+  }
+
+  async commit(oid: string): Promise<CommitInfo> {
+    const git = await this.#lib();
+    const { commit } = await git.readCommit({ fs: this.#ports.gitFs, gitdir: this.#gitdir, oid, cache: this.#cache });
+    // The signed payload is cut from the raw object as git does, not rebuilt from parsed fields.
+    const raw = await git.readObject({
+      fs: this.#ports.gitFs,
+      gitdir: this.#gitdir,
+      oid,
+      format: "content",
+      cache: this.#cache,
+    });
+    const { payload, signature } = splitSignedCommit(raw.object as Uint8Array);
+    return {
+      oid,
+      payload,
+      ...(signature ? { signature } : {}),
+      parents: commit.parent,
+      message: commit.message,
+    };
+  }
+
+  /** True when `ancestor` is `oid` or one of its ancestors in the cached history. */
+  async isDescendant(oid: string, ancestor: string, limit = 100_000): Promise<boolean> {
+    if (oid === ancestor) return true;
+    const seen = new Set<string>([oid]);
+    const queue = [oid];
+    while (queue.length > 0 && seen.size <= limit) {
+      const current = queue.shift() as string;
+      let parents: string[];
+      try {
+        parents = (await this.commit(current)).parents;
+      } catch {
+        continue; // beyond a shallow boundary
+      }
+      for (const parent of parents) {
+        if (parent === ancestor) return true;
+        if (!seen.has(parent)) {
+          seen.add(parent);
+          queue.push(parent);
+        }
+      }
+    }
+    return false;
+  }
+
+  /** The directory holding the files of `oid`, made once, whole or not at all. */
+  async checkout(oid: string): Promise<string> {
+    const { fs } = this.#ports;
+    const target = path.join(this.#checkouts, oid);
+    if (fs.lstat(target)?.type === "directory") return target;
+    fs.mkdirp(this.#checkouts, 0o700);
+    const temp = path.join(this.#checkouts, `.tmp-${oid}-${process.pid}`);
+    fs.removeTree(temp);
+    fs.mkdirp(temp, 0o755);
+    try {
+      const git = await this.#lib();
+      const { commit } = await git.readCommit({ fs: this.#ports.gitFs, gitdir: this.#gitdir, oid, cache: this.#cache });
+      await this.#writeTree(git, commit.tree, temp);
+      fs.rename(temp, target);
+    } catch (error) {
+      fs.removeTree(temp);
+      throw new DriftlessError(`cannot check out ${oid.slice(0, 12)}: ${errorMessage(error)}`, {
+        code: "ECHECKOUT",
+        phase: "load",
+        cause: error,
+      });
+    }
+    return target;
+  }
+
+  async #writeTree(git: Git, treeOid: string, dir: string): Promise<void> {
+    const { fs } = this.#ports;
+    const { tree } = await git.readTree({
+      fs: this.#ports.gitFs,
+      gitdir: this.#gitdir,
+      oid: treeOid,
+      cache: this.#cache,
+    });
+    for (const entry of tree) {
+      if (entry.path === "." || entry.path === ".." || entry.path.includes("/") || entry.path === ".git") {
+        throw new DriftlessError(`refusing tree entry "${entry.path}"`, { code: "ECHECKOUT", phase: "load" });
+      }
+      const target = path.join(dir, entry.path);
+      if (entry.type === "tree") {
+        fs.mkdirp(target, 0o755);
+        await this.#writeTree(git, entry.oid, target);
+      } else if (entry.type === "blob") {
+        const { blob } = await git.readBlob({
+          fs: this.#ports.gitFs,
+          gitdir: this.#gitdir,
+          oid: entry.oid,
+          cache: this.#cache,
+        });
+        if (entry.mode === "120000") fs.symlink(Buffer.from(blob).toString("utf8"), target);
+        else fs.writeFile(target, blob, entry.mode === "100755" ? 0o755 : 0o644);
+      }
+      // Submodules (commit entries) are not part of a profile repository.
+    }
+  }
+
+  /** Removes checkouts other than `keep`. */
+  prune(keep: string[]): void {
+    const { fs } = this.#ports;
+    if (!fs.lstat(this.#checkouts)) return;
+    for (const entry of fs.readdir(this.#checkouts)) {
+      if (!keep.includes(entry.name)) fs.removeTree(path.join(this.#checkouts, entry.name));
+    }
+  }
+}
+
+export function isNetworkError(error: unknown): boolean {
+  const e = error as { code?: string; cause?: { code?: string }; errno?: number };
+  return NETWORK_CODES.has(e?.code ?? "") || NETWORK_CODES.has(e?.cause?.code ?? "");
+}
+
+function fetchError(remote: GitRemote, error: unknown): DriftlessError {
+  if (error instanceof DriftlessError) return error;
+  const e = error as { code?: string; data?: { statusCode?: number } };
+  const status = e?.data?.statusCode;
+  const reason =
+    status === 401 || status === 403
+      ? `authentication refused (HTTP ${status})`
+      : status
+        ? `HTTP ${status}`
+        : errorMessage(error);
+  return new DriftlessError(`cannot fetch ${remote.ref} from ${redactedUrl(remote.url)}: ${reason}`, {
+    code: "EFETCH",
+    phase: "load",
+    retryable: true,
+    cause: error,
+  });
+}
+
+function redactedUrl(url: string): string {
+  return url.replace(/(\/\/)[^/@]+@/, "$1***@");
+}

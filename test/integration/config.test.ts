@@ -1,0 +1,73 @@
+import * as path from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+import { loadAgentConfig } from "../../agent/src/config/load.js";
+import { HostFs } from "../../agent/src/host/fs.js";
+import { cleanupTemp, makeRepo } from "../support/repo.js";
+
+afterAll(cleanupTemp);
+
+const fs = new HostFs("/");
+
+function load(text: string | null, env: Record<string, string> = {}) {
+  const dir = makeRepo(text === null ? {} : { "agent.yaml": text });
+  return { dir, ...loadAgentConfig(fs, path.join(dir, "agent.yaml"), env) };
+}
+
+const minimal = `apiVersion: driftless/v1
+kind: AgentConfig
+source:
+  url: https://git.example.com/fleet.git
+`;
+
+describe("agent configuration", () => {
+  it("fills defaults and resolves relative paths against the file's directory", () => {
+    const { loaded, errors, dir } = load(`${minimal}  tokenFile: secrets/token\n  interval: 90s\n`);
+    expect(errors).toEqual([]);
+    expect(loaded?.config).toMatchObject({
+      mode: "enforce",
+      stateDir: "/var/lib/driftless",
+      labels: {},
+      source: { ref: "main", interval: 90_000, splay: 60_000, tokenFile: path.join(dir, "secrets/token") },
+    });
+  });
+
+  it("locates every error, unknown keys included", () => {
+    const { errors } = load(`apiVersion: driftless/v1
+kind: AgentConfig
+mdoe: report
+source:
+  url: https://git.example.com/fleet.git
+  interval: soon
+  tokenFile: /t
+broker: { url: http://cp:1883 }
+`);
+    expect(errors.map((e) => e.toString().replace(/^.*agent\.yaml/, "agent.yaml"))).toEqual([
+      'agent.yaml:3:1: mdoe: unknown field "mdoe"',
+      "agent.yaml:6:13: source.interval: must be a duration such as 30s, 5m or 1h",
+      "agent.yaml:8:16: broker.url: must be an mqtt:// or mqtts:// URL",
+    ]);
+  });
+
+  it("checks credentials go together", () => {
+    const { errors } = load(`${minimal}  tokenFile: /t\n  passwordFile: /p\n`);
+    expect(errors.map((e) => e.message).sort()).toEqual([
+      "use tokenFile or usernameFile + passwordFile, not both",
+      "usernameFile and passwordFile go together",
+    ]);
+  });
+
+  it("lets environment variables override single keys, and names them in errors", () => {
+    const ok = load(minimal, { DRIFTLESS_MODE: "report", DRIFTLESS_SOURCE_REF: "prod", DRIFTLESS_HOST: "edge-9" });
+    expect(ok.loaded?.config).toMatchObject({ mode: "report", host: "edge-9", source: { ref: "prod" } });
+    expect(ok.loaded?.fromEnv.sort()).toEqual(["DRIFTLESS_HOST", "DRIFTLESS_MODE", "DRIFTLESS_SOURCE_REF"]);
+    const bad = load(minimal, { DRIFTLESS_MODE: "yolo" });
+    expect(bad.errors[0]?.toString()).toMatch(/^environment DRIFTLESS_MODE: mode: Invalid option/);
+  });
+
+  it("works from the environment alone, and says what is missing otherwise", () => {
+    expect(load(null, { DRIFTLESS_SOURCE_URL: "https://git.example.com/f.git" }).loaded?.config.source.url).toBe(
+      "https://git.example.com/f.git",
+    );
+    expect(load(null).errors[0]?.message).toMatch(/no configuration at .*agent\.yaml; create it/);
+  });
+});
