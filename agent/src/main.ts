@@ -1,15 +1,13 @@
 /** The `driftless` command: wires the real ports and dispatches to a subcommand. */
-import { runAgent } from "./cli/agent.js";
-import { runConverge } from "./cli/converge.js";
-import { FACTS_HELP, runFacts } from "./cli/facts.js";
-import { runInstall, runUninstall } from "./cli/install.js";
+/*
+ * Each command is imported when it runs: the bundle splits them into chunks, so the long-lived
+ * `driftless agent` supervisor never loads the validation, template or Git code its runs use.
+ */
 import { type Io, terminalProgress } from "./cli/io.js";
-import { runStatus, STATUS_HELP } from "./cli/status.js";
 import { makeStyle } from "./cli/style.js";
 import { DriftlessError, ErrorList } from "./errors.js";
 import { systemClock } from "./host/clock.js";
 import { systemRunner } from "./host/runner.js";
-import { documentJsonSchema } from "./profile/schema.js";
 
 export const VERSION = "0.1.0";
 
@@ -53,23 +51,23 @@ export async function main(argv: string[], io: Io = defaultIo()): Promise<number
     switch (command) {
       case "plan":
       case "apply":
-        return await runConverge(command, args, io);
+        return await (await import("./cli/converge.js")).runConverge(command, args, io);
       case "agent":
-        return await runAgent(args, io);
+        return await (await import("./cli/agent.js")).runAgent(args, io);
       case "install":
-        return await runInstall(args, io);
+        return await (await import("./cli/install.js")).runInstall(args, io);
       case "uninstall":
-        return await runUninstall(args, io);
+        return await (await import("./cli/install.js")).runUninstall(args, io);
       case "status":
-        return await runStatus(args, io);
+        return await (await import("./cli/status.js")).runStatus(args, io);
       case "facts":
-        return await runFacts(args, io);
+        return await (await import("./cli/facts.js")).runFacts(args, io);
       case "schema":
         if (args.includes("--help") || args.includes("-h")) {
           io.out(SCHEMA_HELP);
           return 0;
         }
-        io.out(JSON.stringify(documentJsonSchema(), null, 2));
+        io.out(JSON.stringify((await import("./profile/schema.js")).documentJsonSchema(), null, 2));
         return 0;
       case "--version":
       case "version":
@@ -100,5 +98,3 @@ export async function main(argv: string[], io: Io = defaultIo()): Promise<number
     return 1;
   }
 }
-
-export { FACTS_HELP, STATUS_HELP };

@@ -1,27 +1,27 @@
-/** `driftless agent`: the daemon, or one cycle with --once. */
+/**
+ * `driftless agent`: the supervisor (default), one run (`--once`), or a run started by the
+ * supervisor (`--run`, internal). This module stays small: the supervisor loads nothing else.
+ */
 import * as path from "node:path";
-import { DEFAULT_CONFIG, ENV_OVERRIDES } from "../config/load.js";
-import type { AgentConfig } from "../config/schema.js";
-import { Agent, describeError } from "../daemon/agent.js";
-import { createTrustCheck } from "../daemon/trust.js";
-import { gatherFacts } from "../facts/gather.js";
+import { DEFAULT_CONFIG, ENV_OVERRIDES } from "../config/env.js";
+import type { RunReport } from "../daemon/agent.js";
+import { Supervisor } from "../daemon/supervisor.js";
+import { spawnSelf } from "../host/child.js";
 import { HostFs } from "../host/fs.js";
-import { createHttpClient } from "../host/http.js";
-import { createLogger, isLevel } from "../log.js";
-import { detectPackageManager } from "../resources/package/apt.js";
-import { createSystemdManager } from "../resources/service/systemd.js";
+import { createLogger, isLevel, type Logger } from "../log.js";
 import { parse } from "./args.js";
 import type { Io } from "./io.js";
 
 export const AGENT_HELP = `Usage: driftless agent [--config FILE] [--once] [--root DIR]
 
-Runs the agent: fetches the profile repository, converges this host at start, every
+Runs the agent: fetches the profile repository and converges this host at start, every
 interval (plus a random splay), on SIGHUP (which also reloads the configuration) and on
-commands from the control plane; reports drift in report mode.
+commands from the control plane; in report mode it only records drift. Each run is a child
+process, so the agent between runs stays small.
 
 Options:
   --config FILE       agent configuration (default ${DEFAULT_CONFIG})
-  --once              one cycle (fetch, converge, record), then exit with the exit codes of
+  --once              one run (fetch, converge, record), then exit with the exit codes of
                       'driftless apply': 0 in sync, 2 changed, 1 could not start, 4 some failed
   --root DIR          converge the tree mounted at DIR instead of /
   --log-level LEVEL   debug, info (default), warn, error
@@ -34,14 +34,21 @@ ${Object.entries(ENV_OVERRIDES)
   .join("\n")}
 `;
 
+export const AGENT_OPTIONS = {
+  config: { type: "string" },
+  once: { type: "boolean" },
+  root: { type: "string" },
+  "log-level": { type: "string" },
+  "log-format": { type: "string" },
+  // Internal: a run started by the supervisor.
+  run: { type: "boolean" },
+  "no-fetch": { type: "boolean" },
+  "splay-first": { type: "boolean" },
+  failures: { type: "string" },
+} as const;
+
 export async function runAgent(args: string[], io: Io): Promise<number> {
-  const { values } = parse(args, {
-    config: { type: "string" },
-    once: { type: "boolean" },
-    root: { type: "string" },
-    "log-level": { type: "string" },
-    "log-format": { type: "string" },
-  });
+  const { values } = parse(args, AGENT_OPTIONS);
   if (values.help) {
     io.out(AGENT_HELP);
     return 0;
@@ -62,57 +69,69 @@ export async function runAgent(args: string[], io: Io): Promise<number> {
     level,
     now: () => io.clock.now(),
   });
-  const machineFs = new HostFs("/");
-  const hostFs = new HostFs(path.resolve(values.root ?? "/"));
-  const agent = new Agent({
-    configFile: path.resolve(values.config ?? DEFAULT_CONFIG),
-    env: process.env,
-    fs: machineFs,
-    ports: {
-      repoFs: machineFs,
-      hostFs,
-      runner: io.runner,
-      clock: io.clock,
-      packageManager: detectPackageManager,
-      serviceManager: createSystemdManager,
-    },
-    gitFs: HostFs.nodeFs(),
-    http: (signal) => createHttpClient({ ...(signal ? { signal } : {}), idleTimeoutMs: 30_000 }),
-    facts: (config: AgentConfig) =>
-      gatherFacts({ fs: hostFs, clock: io.clock, cacheFile: path.join(config.stateDir, "facts.json") }),
-    trust: (config) => createTrustCheck(machineFs, config),
-    log,
-  });
+  const configFile = path.resolve(values.config ?? DEFAULT_CONFIG);
 
-  if (values.once) {
-    try {
-      const result = await agent.once();
-      for (const e of result?.errors ?? []) if (e.code !== "EFETCH") io.err(`driftless agent: ${e.toString()}`);
-      return result?.exitCode ?? 1;
-    } catch (error) {
-      io.err(`driftless agent: ${describeError(error)}`);
-      return 1;
-    }
+  if (values.once || values.run) {
+    const { runOnce } = await import("./agent-run.js");
+    return runOnce(
+      {
+        configFile,
+        root: path.resolve(values.root ?? "/"),
+        fetch: !values["no-fetch"],
+        splayFirst: values["splay-first"] ?? false,
+        failures: Number(values.failures ?? 0) || 0,
+        child: values.run ?? false,
+      },
+      io,
+      log,
+    );
   }
+  return supervise(configFile, args, io, log);
+}
 
-  try {
-    agent.start();
-  } catch (error) {
-    io.err(`driftless agent: ${describeError(error)}`);
+/** The long-lived process: schedules runs, passes signals on, never loads the run's code. */
+async function supervise(configFile: string, args: string[], io: Io, log: Logger): Promise<number> {
+  const fs = new HostFs("/");
+  if (fs.readTextIfExists(configFile) === null && !process.env.DRIFTLESS_SOURCE_URL) {
+    io.err(
+      `driftless agent: no configuration at ${configFile}; create it (driftless install writes one) or set DRIFTLESS_SOURCE_URL`,
+    );
     return 1;
   }
+  const passOn = args.filter((a, i) => a !== "--once" && !(i > 0 && args[i - 1] === "--config") && a !== "--config");
+  const supervisor = new Supervisor({
+    readConfig: () => fs.readTextIfExists(configFile),
+    clock: io.clock,
+    log,
+    startRun: (request) =>
+      spawnSelf<RunReport>(
+        [
+          "agent",
+          "--run",
+          "--config",
+          configFile,
+          ...passOn,
+          ...(request.fetch ? [] : ["--no-fetch"]),
+          ...(request.splayFirst ? ["--splay-first"] : []),
+          "--failures",
+          String(request.failures),
+        ],
+        request.configText,
+      ),
+  });
+  supervisor.start();
   return await new Promise<number>((resolve) => {
     const stop = (signal: string) => {
       log.info("stopping", { signal });
       // Whatever happens, the process is gone within 10 s.
-      setTimeout(() => process.exit(1), 9_500).unref();
-      agent.stop().then(
+      setTimeout(() => process.exit(1), 9_800).unref();
+      supervisor.stop().then(
         () => resolve(0),
         () => resolve(1),
       );
     };
     process.once("SIGTERM", () => stop("SIGTERM"));
     process.once("SIGINT", () => stop("SIGINT"));
-    process.on("SIGHUP", () => agent.reload());
+    process.on("SIGHUP", () => supervisor.reload());
   });
 }

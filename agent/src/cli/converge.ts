@@ -106,6 +106,7 @@ export async function runConverge(verb: "plan" | "apply", args: string[], io: Io
   process.on("SIGINT", onSignal);
   process.on("SIGTERM", onSignal);
   if (verb === "apply") {
+    process.umask(0o077); // the state database and cache are private; managed files get explicit modes
     try {
       repoFs.mkdirp(stateDir, 0o700);
       lock = values.wait

@@ -7,26 +7,10 @@ import * as path from "node:path";
 import { DriftlessError, sortByLocation } from "../errors.js";
 import type { HostFs } from "../host/fs.js";
 import { formatField, isObject, issuesToErrors, type Locator, parseLocatedYaml } from "../yaml/located.js";
+import { DEFAULT_CONFIG, ENV_OVERRIDES } from "./env.js";
 import { type AgentConfig, agentConfigSchema } from "./schema.js";
 
-export const DEFAULT_CONFIG = "/etc/driftless/agent.yaml";
-
-/** Environment variables and the key each overrides. */
-export const ENV_OVERRIDES: Record<string, string[]> = {
-  DRIFTLESS_HOST: ["host"],
-  DRIFTLESS_MODE: ["mode"],
-  DRIFTLESS_STATE_DIR: ["stateDir"],
-  DRIFTLESS_SOURCE_URL: ["source", "url"],
-  DRIFTLESS_SOURCE_REF: ["source", "ref"],
-  DRIFTLESS_SOURCE_TOKEN_FILE: ["source", "tokenFile"],
-  DRIFTLESS_SOURCE_INTERVAL: ["source", "interval"],
-  DRIFTLESS_SOURCE_SPLAY: ["source", "splay"],
-  DRIFTLESS_TRUST_ALLOWED_SIGNERS: ["trust", "allowedSigners"],
-  DRIFTLESS_TRUST_OPENPGP_KEYS: ["trust", "openpgpKeys"],
-  DRIFTLESS_BROKER_URL: ["broker", "url"],
-  DRIFTLESS_BROKER_USERNAME: ["broker", "username"],
-  DRIFTLESS_BROKER_PASSWORD_FILE: ["broker", "passwordFile"],
-};
+export { DEFAULT_CONFIG, ENV_OVERRIDES };
 
 const PATH_KEYS: string[][] = [
   ["stateDir"],
@@ -50,9 +34,11 @@ export function loadAgentConfig(
   fs: HostFs,
   file: string,
   env: Record<string, string | undefined>,
+  /** The file's text when already read (the supervisor hands it to each run); else it is read. */
+  givenText?: string,
 ): { loaded?: LoadedConfig; errors: DriftlessError[] } {
   const errors: DriftlessError[] = [];
-  const text = fs.readTextIfExists(file);
+  const text = givenText !== undefined && givenText !== "" ? givenText : fs.readTextIfExists(file);
   const fromEnv = Object.keys(ENV_OVERRIDES).filter((name) => env[name] !== undefined && env[name] !== "");
   if (text === null && !fromEnv.includes("DRIFTLESS_SOURCE_URL")) {
     errors.push(

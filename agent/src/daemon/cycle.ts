@@ -10,11 +10,12 @@
  * - New commit invalid (YAML, schema, template): the host stays on the last good commit and the
  *   run reports the errors with the commit id.
  */
+import { randomUUID } from "node:crypto";
 import type { AgentConfig } from "../config/schema.js";
 import { converge, type RunOutcome, type RunPorts, toRunRecord } from "../engine/run.js";
 import { DriftlessError, errorMessage } from "../errors.js";
 import type { Facts } from "../facts/collect.js";
-import type { Logger } from "../log.js";
+import { type Logger, redactUrl } from "../log.js";
 import type { GitCache } from "../source/git.js";
 import type { StateStore } from "../state/db.js";
 
@@ -67,14 +68,15 @@ export async function runCycle(deps: CycleDeps, options: CycleOptions): Promise<
   }
 
   const git = deps.git;
-  const remote = `${config.source.url}#${config.source.ref}`;
+  // Never store credentials a URL may carry.
+  const remote = `${redactUrl(config.source.url)}#${config.source.ref}`;
   let sourceState = state.sourceState();
   if (sourceState.remote !== remote) {
     // Another repository or ref: its history starts here, with no previous commit to descend from.
     state.updateSourceState({ remote, goodCommit: undefined, fetchedCommit: undefined });
     sourceState = state.sourceState();
   }
-  let good = sourceState.goodCommit;
+  const good = sourceState.goodCommit;
   let offline = false;
   let tip: string | undefined;
 
@@ -141,6 +143,7 @@ export async function runCycle(deps: CycleDeps, options: CycleOptions): Promise<
       new DriftlessError(`nothing to converge from: ${reason}`, { code: "ENOCOMMIT", phase: "load", retryable: true }),
     );
     log.error("nothing to converge from", { reason });
+    recordNoRun(deps, offline ? "offline" : "git", errors);
     return { exitCode: 1, commit: null, source: offline ? "offline" : "git", errors };
   }
   let dir: string;
@@ -148,7 +151,7 @@ export async function runCycle(deps: CycleDeps, options: CycleOptions): Promise<
     dir = await git.checkout(good);
   } catch (error) {
     errors.push(asError(error, "ECHECKOUT"));
-    good = undefined;
+    recordNoRun(deps, offline ? "offline" : "git", errors);
     return { exitCode: 1, commit: null, source: offline ? "offline" : "git", errors };
   }
   const outcome = await convergeFrom(deps, dir, options);
@@ -191,7 +194,16 @@ function record(
   errors: DriftlessError[],
 ): CycleResult {
   const mode = deps.config.mode === "report" ? "report" : "apply";
-  deps.state.recordRun(toRunRecord(outcome, mode, commit, { source, errors }));
+  // A refused or invalid new commit: the host converged from the last good one, but it is not
+  // where the repository says it should be. That is a failure, whatever else the run did.
+  const refused = errors.some((e) => e.code === "EREFUSED" || e.code === "EINVALID_COMMIT");
+  deps.state.recordRun(
+    toRunRecord(outcome, mode, commit, {
+      source,
+      errors,
+      ...(refused && outcome.exitCode !== 1 ? { result: "failed" } : {}),
+    }),
+  );
   const counts = outcome.results.reduce<Record<string, number>>((acc, r) => {
     acc[r.outcome] = (acc[r.outcome] ?? 0) + 1;
     return acc;
@@ -205,10 +217,25 @@ function record(
     ...counts,
     durationMs: outcome.endedAt.getTime() - outcome.startedAt.getTime(),
   });
-  // A run with refused or invalid commits still converged the host, but it did not do what was asked.
-  const refused = errors.some((e) => e.code === "EREFUSED" || e.code === "EINVALID_COMMIT");
-  const exitCode = outcome.exitCode === 1 ? 1 : refused && outcome.exitCode === 0 ? 4 : outcome.exitCode;
+  const exitCode = outcome.exitCode === 1 ? 1 : refused ? 4 : outcome.exitCode;
   return { exitCode, outcome, commit, source, errors: [...errors, ...outcome.errors] };
+}
+
+/** A run that could not converge anything is recorded too: the fleet must see it. */
+function recordNoRun(deps: CycleDeps, source: string, errors: DriftlessError[]): void {
+  const now = deps.ports.clock.now().toISOString();
+  deps.state.recordRun({
+    id: randomUUID(),
+    startedAt: now,
+    endedAt: now,
+    source,
+    commit: null,
+    mode: deps.config.mode === "report" ? "report" : "apply",
+    result: "error",
+    changes: [],
+    errors: errors.map((e) => e.toJSON()),
+    summary: { resources: 0, changed: 0, failed: 0, skipped: 0, durationMs: 0 },
+  });
 }
 
 function asError(error: unknown, code: string): DriftlessError {

@@ -59,8 +59,14 @@ export async function applyPlan(plan: Plan, ctx: ApplyContext): Promise<ApplyRes
   }
 
   const changes = plan.changes;
+  let yielded = ctx.monotonic();
   for (let i = 0; i < changes.length; i++) {
     const change = changes[i] as Change;
+    // File steps are synchronous: give signals (SIGTERM) a turn now and then, so a stop is seen.
+    if (ctx.monotonic() - yielded > 50) {
+      await new Promise((resolve) => setImmediate(resolve));
+      yielded = ctx.monotonic();
+    }
     if (ctx.stop?.aborted || ctx.signal?.aborted) {
       interrupted = true;
       break;

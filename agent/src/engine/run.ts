@@ -247,7 +247,7 @@ export function toRunRecord(
   outcome: RunOutcome,
   mode: RunRecord["mode"],
   commit: string | null,
-  extra: { source?: string; errors?: DriftlessError[] } = {},
+  extra: { source?: string; errors?: DriftlessError[]; result?: string } = {},
 ): RunRecord {
   const changes = outcome.plan ? changesForReport(outcome.plan, outcome.results) : [];
   const errors = [
@@ -263,7 +263,7 @@ export function toRunRecord(
     source: extra.source ?? outcome.source,
     commit,
     mode,
-    result: outcome.status,
+    result: extra.result ?? outcome.status,
     changes,
     errors,
     summary: {

@@ -159,6 +159,10 @@ export class HostFs {
       throw new DriftlessError(`${parent} is not a directory`, { code: "ENOTDIR", phase: "apply" });
     }
     if (st) return; // a link: resolve() follows it inside the root
+    if (parent === "/") {
+      fs.mkdirSync(this.root, { recursive: true }); // a new image or sandbox
+      return;
+    }
     this.ensureParent(parent);
     this.mkdir(parent, 0o755);
     this.#resolvedDirs.clear();

@@ -115,20 +115,28 @@ export class GitCache {
     } else {
       this.#removeIncompletePacks();
     }
+    // The cache is a bare mirror: remote branches land on local branches, so the next fetch
+    // tells the server which commits it already has (and gets only the new ones).
+    await git.setConfig({ fs: this.#ports.gitFs, gitdir, path: "remote.origin.url", value: remote.url });
+    await git.setConfig({
+      fs: this.#ports.gitFs,
+      gitdir,
+      path: "remote.origin.fetch",
+      value: "+refs/heads/*:refs/heads/*",
+    });
     const isCommitId = /^[0-9a-f]{40}$/.test(remote.ref);
     if (isCommitId && (await this.#hasCommit(remote.ref))) return remote.ref;
     const result = await git.fetch({
       fs: this.#ports.gitFs,
       http: this.#ports.http(signal),
       gitdir,
-      url: remote.url,
+      remote: "origin",
       ...(isCommitId ? {} : { ref: remote.ref, singleBranch: true }),
       tags: false,
       // The first clone is shallow; later fetches bring only the new commits on top of it.
       ...(fresh && !isCommitId ? { depth: 1 } : {}),
       cache: this.#cache,
       ...(remote.auth ? { onAuth: () => remote.auth } : {}),
-      onAuthFailure: () => ({ cancel: true }),
     });
     if (isCommitId) {
       if (!(await this.#hasCommit(remote.ref))) {
