@@ -45,7 +45,12 @@ function timedApply(repo, state) {
   );
   const match = /BENCH ([\d.]+) (\d+)/.exec(result.stderr);
   if (!match) throw new Error(`no timing from GNU time:\n${result.stderr}`);
-  const report = JSON.parse(result.stdout);
+  let report;
+  try {
+    report = JSON.parse(result.stdout);
+  } catch {
+    throw new Error(`apply printed no JSON (exit ${result.status}):\n${result.stderr}`);
+  }
   return { exitCode: result.status, wall: Number(match[1]), rssMb: Number(match[2]) / 1024, report };
 }
 

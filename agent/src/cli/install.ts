@@ -15,7 +15,7 @@ import { parse, parseLabels } from "./args.js";
 import type { Io } from "./io.js";
 import { applySummary, formatResult } from "./render.js";
 
-export const INSTALL_HELP = `Usage: driftless install [--source URL] [--ref REF] [--host NAME] [--label K=V]... [--root DIR] [--no-start]
+export const INSTALL_HELP = `Usage: driftless install [--source URL] [--ref REF] [--host NAME] [--label K=V]... [--root DIR] [--no-start] [--exec CMD]
 
 Installs the agent as the systemd service driftless.service: writes the unit, creates
 ${DEFAULT_CONFIG} (from --source, --ref, --host and --label; an existing one is kept) and
@@ -28,6 +28,8 @@ Options:
   --label K=V      a label (repeatable)
   --root DIR       install into the tree mounted at DIR (an image): enable, do not start
   --no-start       enable the service but do not start it now
+  --exec CMD       the command in ExecStart (default: this program); for images whose agent
+                   lives elsewhere, e.g. /usr/local/bin/driftless
   -h, --help       show this help
 `;
 
@@ -106,6 +108,7 @@ export async function runInstall(args: string[], io: Io): Promise<number> {
     label: { type: "string", multiple: true },
     root: { type: "string" },
     "no-start": { type: "boolean" },
+    exec: { type: "string" },
   });
   if (values.help) {
     io.out(INSTALL_HELP);
@@ -132,7 +135,7 @@ export async function runInstall(args: string[], io: Io): Promise<number> {
   }
   resources.push(
     file(STATE_DIR, { state: "directory", mode: 0o700 }),
-    file(UNIT, { content: Buffer.from(unitFile(execStart())), mode: 0o644, notify: ["service:driftless"] }),
+    file(UNIT, { content: Buffer.from(unitFile(values.exec ?? execStart())), mode: 0o644, notify: ["service:driftless"] }),
     service({ enabled: true, ...(values["no-start"] ? {} : { state: "running" }) }),
   );
   return convergeBuiltin(io, hostFs, resources);
