@@ -11,9 +11,13 @@ execFileSync(process.execPath, ["scripts/build.mjs"], { stdio: "inherit" });
 const dir = mkdtempSync(path.join(tmpdir(), "driftless-bench-rss-"));
 const repo = path.join(dir, "repo");
 execFileSync("mkdir", ["-p", repo]);
-writeFileSync(path.join(repo, "fleet.yaml"), "apiVersion: driftless/v1\nkind: Fleet\nassignments:\n  - match: {}\n    profiles: [bench]\n");
+writeFileSync(
+  path.join(repo, "fleet.yaml"),
+  "apiVersion: driftless/v1\nkind: Fleet\nassignments:\n  - match: {}\n    profiles: [bench]\n",
+);
 const lines = ["apiVersion: driftless/v1", "kind: Profile", "name: bench", "files:"];
-for (let i = 0; i < FILES; i++) lines.push(`  - { path: /srv/d${Math.floor(i / 100)}/f-${i}.conf, content: "v${i}\\n", mode: "0644" }`);
+for (let i = 0; i < FILES; i++)
+  lines.push(`  - { path: /srv/d${Math.floor(i / 100)}/f-${i}.conf, content: "v${i}\\n", mode: "0644" }`);
 writeFileSync(path.join(repo, "bench.yaml"), `${lines.join("\n")}\n`);
 const config = path.join(dir, "agent.yaml");
 writeFileSync(
@@ -50,7 +54,13 @@ const once = spawnSync(
 );
 const runPeak = Number(once.stderr.trim().split("\n").at(-1)) / 1024;
 console.log(`\nagent daemon following ${FILES} files, 6 runs, 3 s apart`);
-console.log(`  daemon resident memory (VmRSS, every 250 ms over 4 runs), max: ${Math.max(...samples).toFixed(1)} MB (target < 60 MB)`);
-console.log(`  daemon resident memory, median:                                ${samples.sort((a, b) => a - b)[Math.floor(samples.length / 2)].toFixed(1)} MB`);
-console.log(`  one run (the child process), peak RSS:                       ${existsSync("/usr/bin/time") ? runPeak.toFixed(1) : "?"} MB`);
+console.log(
+  `  daemon resident memory (VmRSS, every 250 ms over 4 runs), max: ${Math.max(...samples).toFixed(1)} MB (target < 60 MB)`,
+);
+console.log(
+  `  daemon resident memory, median:                                ${samples.sort((a, b) => a - b)[Math.floor(samples.length / 2)].toFixed(1)} MB`,
+);
+console.log(
+  `  one run (the child process), peak RSS:                       ${existsSync("/usr/bin/time") ? runPeak.toFixed(1) : "?"} MB`,
+);
 rmSync(dir, { recursive: true, force: true });

@@ -135,7 +135,11 @@ export async function runInstall(args: string[], io: Io): Promise<number> {
   }
   resources.push(
     file(STATE_DIR, { state: "directory", mode: 0o700 }),
-    file(UNIT, { content: Buffer.from(unitFile(values.exec ?? execStart())), mode: 0o644, notify: ["service:driftless"] }),
+    file(UNIT, {
+      content: Buffer.from(unitFile(values.exec ?? execStart())),
+      mode: 0o644,
+      notify: ["service:driftless"],
+    }),
     service({ enabled: true, ...(values["no-start"] ? {} : { state: "running" }) }),
   );
   return convergeBuiltin(io, hostFs, resources);
