@@ -2,8 +2,8 @@
  * End to end: `driftless install` inside a booted Debian host (systemd-nspawn), then the agent
  * as systemd runs it (driftless.service), following a Git repository served over smart HTTP by
  * `git http-backend` on this machine's loopback, which the host shares. No mocks: real systemd,
- * journald, Git over HTTP, the built CLI (the checkout bound at /opt/driftless, this machine's
- * Node at /usr/bin/node).
+ * journald, Git over HTTP, the built CLI at /opt/driftless (a copy of the checkout's build, see
+ * snapshotAgent()) run by this machine's Node at /usr/bin/node.
  *
  * One host for the file; the tests run in order, each building on what the previous one left
  * (installed, converging every 2 s, a commit pushed, ...). What the service did is read back from
@@ -11,11 +11,12 @@
  * and `journalctl -u driftless` inside the host. Tests headed by a `BUG:` comment show agent bugs:
  * they fail until the agent is fixed, and leave the host in the state the next tests expect.
  */
-import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parse as parseYaml, stringify as stringifyYaml } from "yaml";
-import { agentBinds, bootHost, type TestHost } from "../harness/host.js";
+import { agentBinds, type Bind, bootHost, PROJECT_DIR, type TestHost } from "../harness/host.js";
 import { sleep } from "../harness/process.js";
 import { hostSupport } from "../harness/skip.js";
 import { cleanup, createRepo, type GitServer, startGitServer, type WorkRepo } from "../support/git-server.js";
@@ -107,12 +108,63 @@ async function until<T>(
   }
 }
 
+/**
+ * The agent the host runs: a copy of the checkout's build (bin/, dist/, package.json) with its
+ * node_modules bound in, seen at /opt/driftless as `agentBinds()` lays it out. A copy, because
+ * the service runs for the whole file and starts a process per run: a `node scripts/build.mjs`
+ * in the checkout meanwhile (another test run) empties dist/ for a moment, and a run started
+ * then dies with ERR_MODULE_NOT_FOUND.
+ */
+async function snapshotAgent(): Promise<{ dir: string; binds: Bind[] }> {
+  const dir = mkdtempSync(path.join(tmpdir(), "driftless-agent-build-"));
+  for (let attempt = 1; ; attempt++) {
+    try {
+      for (const entry of ["bin", "dist", "package.json"]) {
+        rmSync(path.join(dir, entry), { recursive: true, force: true });
+        cpSync(path.join(PROJECT_DIR, entry), path.join(dir, entry), { recursive: true });
+      }
+      const missing = missingImports(path.join(dir, "dist"));
+      if (missing.length === 0) break;
+      throw new Error(`the copied build imports missing files: ${missing.join(", ")}`);
+    } catch (error) {
+      if (attempt >= 5) throw error;
+      await sleep(1_000); // a build under way in the checkout
+    }
+  }
+  mkdirSync(path.join(dir, "node_modules"));
+  return {
+    dir,
+    binds: [
+      ...agentBinds(dir),
+      { source: path.join(PROJECT_DIR, "node_modules"), target: "/opt/driftless/node_modules" },
+    ],
+  };
+}
+
+/** Relative imports of the bundle's modules that name no file (a copy taken mid-build). */
+function missingImports(distDir: string): string[] {
+  const missing: string[] = [];
+  const modules = readdirSync(distDir, { recursive: true, encoding: "utf8" }).filter((f) => f.endsWith(".mjs"));
+  if (!modules.includes("driftless.mjs")) return ["driftless.mjs"];
+  for (const rel of modules) {
+    const text = readFileSync(path.join(distDir, rel), "utf8");
+    for (const m of text.matchAll(/(?:from\s*|import\()"(\.\.?\/[^"]+)"/g)) {
+      const target = path.join(distDir, path.dirname(rel), m[1] ?? "");
+      if (!existsSync(target)) missing.push(path.relative(distDir, target));
+    }
+  }
+  return missing;
+}
+
 // ---------------------------------------------------------------------------------------------
 
 describe.skipIf(!support.can)("driftless.service in a booted Debian host, following Git", () => {
   let host: TestHost;
   let server: GitServer;
   let repo: WorkRepo;
+  let agentDir: string | undefined;
+  /** What the service recorded and logged while it was being stopped mid-fetch. */
+  let stopWindow: { runs: RunJson[]; logs: LogLine[] } | undefined;
   /** The commits pushed so far, oldest first. */
   const commits: string[] = [];
 
@@ -127,12 +179,15 @@ describe.skipIf(!support.can)("driftless.service in a booted Debian host, follow
     });
     commits.push(await repo.commit("first release"));
     await repo.push();
-    host = await bootHost({ name: `dl-svc-${server.port}`, binds: agentBinds() });
+    const agent = await snapshotAgent();
+    agentDir = agent.dir;
+    host = await bootHost({ name: `dl-svc-${server.port}`, binds: agent.binds });
   });
 
   afterAll(async () => {
     await host?.stop();
     await cleanup();
+    if (agentDir) rmSync(agentDir, { recursive: true, force: true });
   });
 
   const onHost = (rel: string) => path.join(host.rootDir, rel);
@@ -284,10 +339,12 @@ describe.skipIf(!support.can)("driftless.service in a booted Debian host, follow
       result: "changed",
     });
     expect(first?.changes.map((c) => c.resource)).toEqual([`file:${TARGET}`]);
-    // Then the timer: more runs, in sync, same commit.
-    const after = first?.startedAt ?? "";
-    const next = await runAfter("a timer run after the first", after, () => true, 10_000);
+    // Then the timer, on the reloaded 2 s interval: more runs, in sync, same commit.
+    const next = await runAfter("a timer run after the first", first?.startedAt ?? "", () => true, 10_000);
     expect(next).toMatchObject({ commit: commits[0], source: "git", result: "in-sync" });
+    const gapMs = Date.parse(next.startedAt) - Date.parse(first?.endedAt ?? "");
+    expect(gapMs).toBeGreaterThanOrEqual(1_900);
+    expect(gapMs).toBeLessThan(5_000);
   });
 
   it("a new commit pushed reaches the host on the next timer run", async () => {
@@ -315,7 +372,7 @@ describe.skipIf(!support.can)("driftless.service in a booted Debian host, follow
   it("logs one JSON object per line to the journal, with levels, and 'run finished' with the commit", async () => {
     const { logs, other } = await journal();
     // What is not JSON is systemd's own lines about the unit (Started, Reloading, ...).
-    for (const line of other) expect(line).toMatch(/driftless|Driftless/);
+    expect(other.filter((line) => !/driftless/i.test(line))).toEqual([]);
     expect(logs.length).toBeGreaterThan(5);
     for (const line of logs) {
       expect(["debug", "info", "warn", "error"]).toContain(line.level);
@@ -323,37 +380,82 @@ describe.skipIf(!support.can)("driftless.service in a booted Debian host, follow
       expect(typeof line.msg).toBe("string");
     }
     expect(logs.find((l) => l.msg === "agent started")).toMatchObject({ level: "info", pid: expect.any(Number) });
+    expect(logs.find((l) => l.msg === "run started")).toMatchObject({ level: "info", fetch: true });
     const finished = logs.filter((l) => l.msg === "run finished");
     expect(finished.length).toBeGreaterThan(3);
-    expect(finished.at(-1)).toMatchObject({ level: "info", commit: commits[1], source: "git", result: "in-sync" });
-    expect(finished.find((l) => l.commit === commits[1] && l.result === "changed")).toBeDefined();
-    expect(finished.find((l) => l.commit === commits[0] && l.result === "changed")).toBeDefined();
-    expect(logs.filter((l) => l.level === "error")).toEqual([]);
+    for (const line of finished) {
+      expect(line).toMatchObject({ level: "info", source: "git", run: expect.any(String) });
+      expect(commits).toContain(line.commit);
+    }
+    expect(finished.at(-1)).toMatchObject({ commit: commits[1] });
+    expect(finished.filter((l) => l.result === "changed").map((l) => l.commit)).toEqual([
+      commits[0], // the first run
+      commits[1], // the pushed commit
+      commits[1], // the drift corrected
+    ]);
+    expect(finished.some((l) => l.result === "in-sync")).toBe(true);
+    expect(logs.filter((l) => l.level === "error" || l.level === "warn")).toEqual([]);
   });
 
-  it("systemctl stop returns within 10 s and the unit is inactive; start brings it back and it runs again", async () => {
+  it("systemctl stop returns within 10 s, even during a slow fetch; start brings it back and it runs again", async () => {
+    // A new commit whose pack the server sends slowly (over 60 s): the run is mid-fetch.
+    await repo.writeFiles({ "gateway.yaml": gatewayProfile("salut") });
+    commits.push(await repo.commit("third release"));
+    server.delay(60_000);
+    const fetching = server.requests.length;
+    await repo.push();
+    await until(
+      "a slow upload-pack under way",
+      async () => server.requests.slice(fetching).some((r) => r.path.endsWith("/git-upload-pack") && !r.done),
+      10_000,
+    );
+
+    const stopRequestedAt = hostNow();
     const started = Date.now();
     const stop = await host.exec("systemctl", ["stop", "driftless"]);
     const stopMs = Date.now() - started;
+    console.info(`[agent-service] systemctl stop during a fetch took ${stopMs} ms`);
     expect(stop.exitCode, stop.stderr).toBe(0);
     expect(stopMs).toBeLessThan(10_000);
     expect(await out("systemctl", "is-active", "driftless")).toBe("inactive");
-    // Stopped cleanly, not killed by systemd after TimeoutStopSec.
+    // Stopped by itself, not killed by systemd after TimeoutStopSec.
     expect(await out("systemctl", "show", "-p", "Result", "--value", "driftless")).toBe("success");
     const { logs } = await journal();
     expect(logs.at(-1)).toMatchObject({ msg: "agent stopped" });
+    expect(target()).toBe(rendered("bonjour"));
+    stopWindow = {
+      runs: (await runs()).filter((r) => r.endedAt > stopRequestedAt),
+      logs: logs.slice(logs.map((l) => l.msg).lastIndexOf("stopping")),
+    };
 
-    // No runs while stopped.
+    // Nothing runs while it is stopped.
     const stoppedAt = hostNow();
-    await sleep(3_000);
+    server.delay(null);
+    await sleep(2_500);
     expect((await runs()).filter((r) => r.startedAt > stoppedAt)).toEqual([]);
 
     const startedAt = hostNow();
     await host.execChecked("systemctl", ["start", "driftless"]);
     expect(await out("systemctl", "is-active", "driftless")).toBe("active");
-    const run = await runAfter("a run after the start", startedAt, () => true, 10_000);
-    expect(run).toMatchObject({ commit: commits[1], source: "git", result: "in-sync" });
-    console.info(`[agent-service] systemctl stop took ${stopMs} ms`);
+    const run = await runAfter("the run of the third commit", startedAt, (r) => r.commit === commits[2], 15_000);
+    expect(run).toMatchObject({ source: "git", result: "changed" });
+    expect(target()).toBe(rendered("salut"));
+  });
+
+  // BUG: SIGTERM does not cancel a fetch under way (only the 7 s grace timer does), and the
+  // cancelled fetch is then taken for a failed one: the run logs "fetch failed" (warn), converges
+  // from the cached commit after the stop was asked for, and records itself as `source:
+  // offline`, result in-sync, with an EFETCH "aborted" error, so the fleet sees a fetch failure
+  // that never was (and `systemctl stop` or `restart` waits 7 s for nothing). docs/agent.md
+  // ("Stopping") says the run is recorded as interrupted. agent/src/daemon/cycle.ts, runCycle():
+  // the fetch gets only `options.signal`, not `options.stop`, and its catch does not tell a stop
+  // from a failure.
+  it("a run stopped mid-fetch is not recorded as an offline run with a fetch error", () => {
+    expect(stopWindow, "the previous test did not get to stop the service").toBeDefined();
+    const { runs: stopped, logs } = stopWindow ?? { runs: [], logs: [] };
+    expect(stopped.filter((r) => r.source === "offline" || JSON.stringify(r.errors).includes("EFETCH"))).toEqual([]);
+    expect(logs.filter((l) => l.level === "warn" || l.level === "error")).toEqual([]);
+    for (const run of stopped) expect(run.result).toBe("interrupted");
   });
 
   it("keeps converging from the cached commit while the Git server is down (source offline), then goes back to git", async () => {
@@ -361,22 +463,22 @@ describe.skipIf(!support.can)("driftless.service in a booted Debian host, follow
     try {
       const downAt = hostNow();
       const offline = await runAfter("an offline run", downAt, (r) => r.source === "offline", 10_000);
-      expect(offline).toMatchObject({ commit: commits[1], result: "in-sync" });
+      expect(offline).toMatchObject({ commit: commits[2], result: "in-sync" });
       expect(JSON.stringify(offline.errors)).toMatch(/EFETCH|ECONNREFUSED|fetch/i);
 
       const deletedAt = hostNow();
       rmSync(onHost(TARGET));
       await until("the file to come back offline", async () => target(), 15_000);
-      expect(target()).toBe(rendered("bonjour"));
+      expect(target()).toBe(rendered("salut"));
       const corrected = await runAfter("the offline run that corrected it", deletedAt, (r) => r.result === "changed");
-      expect(corrected).toMatchObject({ commit: commits[1], source: "offline" });
+      expect(corrected).toMatchObject({ commit: commits[2], source: "offline" });
       expect(await out("systemctl", "is-active", "driftless")).toBe("active");
     } finally {
       await server.start();
     }
     const backAt = hostNow();
     const back = await runAfter("a git run once the server is back", backAt, (r) => r.source === "git", 15_000);
-    expect(back).toMatchObject({ commit: commits[1], result: "in-sync", errors: [] });
+    expect(back).toMatchObject({ commit: commits[2], result: "in-sync", errors: [] });
     // Offline runs warn, they do not fail.
     const { logs } = await journal();
     expect(logs.some((l) => l.level === "warn" && l.msg.startsWith("fetch failed"))).toBe(true);
@@ -397,6 +499,6 @@ describe.skipIf(!support.can)("driftless.service in a booted Debian host, follow
     const procs = await out("sh", "-c", "cat /proc/[0-9]*/cmdline 2>/dev/null | tr '\\0' ' '");
     expect(procs).not.toContain(`${CLI} agent`);
     // What it converged stays.
-    expect(target()).toBe(rendered("bonjour"));
+    expect(target()).toBe(rendered("salut"));
   });
 });

@@ -52,7 +52,8 @@ Wants=network-online.target
 [Service]
 Type=simple
 ExecStart=${execStart} agent --config ${DEFAULT_CONFIG}
-ExecReload=/bin/kill -HUP $MAINPID
+# The shell's kill: minimal images have no /bin/kill.
+ExecReload=/bin/sh -c 'kill -HUP $$MAINPID'
 Restart=on-failure
 RestartSec=15s
 # The agent finishes the resource under way and records the run within 10 s.

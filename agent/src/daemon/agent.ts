@@ -36,7 +36,7 @@ export interface AgentDeps {
 export interface RunRequest {
   /** Fetch first; false converges from the cached commit (the `converge` command). */
   fetch: boolean;
-  /** The first run after start waits a random part of the splay, so a fleet that boots together spreads out. */
+  /** The first run after start is put off by a random part of the splay, so a fleet that boots together spreads out. */
   splayFirst: boolean;
   /** Failed fetches in a row so far, for the backoff. */
   failures: number;
@@ -54,6 +54,8 @@ export interface RunReport {
   nextInMs: number;
   failures: number;
   result?: string;
+  /** Nothing ran: the run is due in `nextInMs` (the first run's splay). */
+  deferred?: boolean;
 }
 
 const RETRY_BASE_MS = 10_000;
@@ -81,13 +83,11 @@ export async function agentRun(
   }
   const random = deps.random ?? Math.random;
   if (request.splayFirst && config.source.splay > 0) {
-    const wait = random() * config.source.splay;
-    log.debug("waiting before the first run (splay)", { ms: Math.round(wait) });
-    try {
-      await deps.ports.clock.sleep(wait, request.stop);
-    } catch {
-      return { report: { exitCode: 0, configValid: true, nextInMs: 0, failures: request.failures } };
-    }
+    // The first run waits a random part of the splay: the supervisor waits it out as a timer,
+    // so a SIGHUP or a command meanwhile runs at once.
+    const wait = Math.round(random() * config.source.splay);
+    log.info("first run after the splay", { inS: Math.round(wait / 1000) });
+    return { report: { exitCode: 0, configValid: true, nextInMs: wait, failures: request.failures, deferred: true } };
   }
 
   deps.fs.mkdirp(config.stateDir, 0o700);

@@ -82,9 +82,11 @@ export async function runCycle(deps: CycleDeps, options: CycleOptions): Promise<
 
   if (options.fetch) {
     try {
+      // A stop cancels a fetch at once: nothing has been applied yet.
+      const cancel = [options.stop, options.signal].filter((s): s is AbortSignal => s !== undefined);
       tip = await git.fetch(
         { url: config.source.url, ref: config.source.ref, ...(deps.auth ? { auth: deps.auth } : {}) },
-        options.signal,
+        cancel.length ? AbortSignal.any(cancel) : undefined,
       );
       state.updateSourceState({
         fetchedCommit: tip,
@@ -93,6 +95,11 @@ export async function runCycle(deps: CycleDeps, options: CycleOptions): Promise<
       });
       log.debug("fetched", { ref: config.source.ref, commit: tip });
     } catch (error) {
+      if (options.stop?.aborted) {
+        log.info("stopped during the fetch; nothing was applied", {});
+        recordNoRun(deps, "git", [], "interrupted");
+        return { exitCode: 4, commit: null, source: "git", errors: [] };
+      }
       offline = true;
       const e = asError(error, "EFETCH");
       errors.push(e);
@@ -222,7 +229,7 @@ function record(
 }
 
 /** A run that could not converge anything is recorded too: the fleet must see it. */
-function recordNoRun(deps: CycleDeps, source: string, errors: DriftlessError[]): void {
+function recordNoRun(deps: CycleDeps, source: string, errors: DriftlessError[], result = "error"): void {
   const now = deps.ports.clock.now().toISOString();
   deps.state.recordRun({
     id: randomUUID(),
@@ -231,7 +238,7 @@ function recordNoRun(deps: CycleDeps, source: string, errors: DriftlessError[]):
     source,
     commit: null,
     mode: deps.config.mode === "report" ? "report" : "apply",
-    result: "error",
+    result,
     changes: [],
     errors: errors.map((e) => e.toJSON()),
     summary: { resources: 0, changed: 0, failed: 0, skipped: 0, durationMs: 0 },

@@ -115,6 +115,11 @@ export class Supervisor {
     }
     this.#current = undefined;
     if (this.#stopping) return;
+    if (report?.deferred && !this.#pending) {
+      // The first run's splay: a timer, so that a trigger meanwhile runs at once.
+      this.#timer = setTimeout(() => this.trigger("timer"), report.nextInMs);
+      return;
+    }
     this.#failures = report?.failures ?? this.#failures + 1;
     // A run that died without a report (killed, crashed) is retried after a minute.
     const delay = report ? report.nextInMs : 60_000;
