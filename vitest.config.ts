@@ -4,6 +4,7 @@ export default defineConfig({
   test: {
     // Test hosts (systemd-nspawn) are heavy: two test files at a time on this size of machine.
     maxWorkers: 2,
+    reporters: ["default", "./test/summary-reporter.ts"],
     projects: [
       {
         test: { name: "unit", include: ["test/unit/**/*.test.ts"] },
