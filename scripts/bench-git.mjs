@@ -91,12 +91,17 @@ const cliFull = await timed(() => gitCli(["clone", "-q", "--single-branch", url,
 
 // Incremental: one new small commit, fetched by both; the median of several rounds.
 const agentFetch = [];
+const agentCheckoutNext = [];
 const cliFetch = [];
+let previous = agentClone.value;
 for (let r = 0; r < ROUNDS; r++) {
   await repo.writeFiles({ [`d0/file-${r}.conf`]: `setting-${r} = round ${r}\n` });
   await repo.commit(`round ${r}`);
   await repo.push();
-  agentFetch.push((await timed(() => cache.fetch({ url, ref: "main" }))).ms);
+  const fetched = await timed(() => cache.fetch({ url, ref: "main" }));
+  agentFetch.push(fetched.ms);
+  agentCheckoutNext.push((await timed(() => cache.checkout(fetched.value, previous))).ms);
+  previous = fetched.value;
   cliFetch.push(
     (await timed(() => gitCli(["fetch", "-q", "origin", "main:main"], path.join(cliDir, "shallow.git")))).ms,
   );
@@ -115,6 +120,7 @@ console.log(
 console.log(
   `  git fetch (a process)                 ${median(cliFetch).toFixed(0).padStart(6)} ms   ${cliFetch.map((x) => x.toFixed(0)).join(" ")}`,
 );
+console.log(`  agent, checkout of the new commit (unchanged files linked) ${median(agentCheckoutNext).toFixed(0)} ms`);
 console.log(
   `  ratio agent / git                     ${(median(agentFetch) / median(cliFetch)).toFixed(2)}x (target < 1.5x)`,
 );

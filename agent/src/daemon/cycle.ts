@@ -115,7 +115,7 @@ export async function runCycle(deps: CycleDeps, options: CycleOptions): Promise<
       log.warn("commit refused", { commit: tip, reason: refusal });
     } else {
       try {
-        const dir = await git.checkout(tip);
+        const dir = await git.checkout(tip, good);
         const outcome = await convergeFrom(deps, dir, options);
         if (outcome.status !== "invalid") {
           state.updateSourceState({ goodCommit: tip });

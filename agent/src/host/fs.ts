@@ -219,6 +219,27 @@ export class HostFs {
     fs.mkdirSync(this.resolve(hostPath), { recursive: true, mode });
   }
 
+  /** A hard link (for the agent's own immutable caches). */
+  link(existing: string, newPath: string): void {
+    fs.linkSync(this.resolve(existing), this.resolve(newPath));
+  }
+
+  /** Recreates the tree `from` at `to` (which exists) with hard links to its files. */
+  linkTree(from: string, to: string): void {
+    for (const entry of fs.readdirSync(this.resolve(from), { withFileTypes: true })) {
+      const source = path.join(from, entry.name);
+      const target = path.join(to, entry.name);
+      if (entry.isDirectory()) {
+        fs.mkdirSync(this.resolve(target), { mode: 0o755 });
+        this.linkTree(source, target);
+      } else if (entry.isSymbolicLink()) {
+        fs.symlinkSync(fs.readlinkSync(this.resolve(source)), this.resolve(target));
+      } else {
+        fs.linkSync(this.resolve(source), this.resolve(target));
+      }
+    }
+  }
+
   rename(from: string, to: string): void {
     fs.renameSync(this.resolve(from), this.resolve(to));
     this.#resolvedDirs.clear();

@@ -238,7 +238,13 @@ export class GitCache {
   }
 
   /** The directory holding the files of `oid`, made once, whole or not at all. */
-  async checkout(oid: string): Promise<string> {
+  /**
+   * The directory holding the files of `oid`, made once, whole or not at all. With `base` (the
+   * commit checked out before), files and folders the new commit did not change are hard links
+   * to the base checkout's, so a small commit to a large repository is checked out quickly.
+   * Checkouts are never modified once made, so sharing their files is safe.
+   */
+  async checkout(oid: string, base?: string): Promise<string> {
     const { fs } = this.#ports;
     const target = path.join(this.#checkouts, oid);
     if (fs.lstat(target)?.type === "directory") return target;
@@ -249,7 +255,14 @@ export class GitCache {
     try {
       const git = await this.#lib();
       const { commit } = await git.readCommit({ fs: this.#ports.gitFs, gitdir: this.#gitdir, oid, cache: this.#cache });
-      await this.#writeTree(git, commit.tree, temp);
+      const baseDir = base ? path.join(this.#checkouts, base) : undefined;
+      let baseTree: string | undefined;
+      if (base && baseDir && fs.lstat(baseDir)?.type === "directory") {
+        baseTree = (
+          await git.readCommit({ fs: this.#ports.gitFs, gitdir: this.#gitdir, oid: base, cache: this.#cache })
+        ).commit.tree;
+      }
+      await this.#writeTree(git, commit.tree, temp, baseTree ? { tree: baseTree, dir: baseDir as string } : undefined);
       fs.rename(temp, target);
     } catch (error) {
       fs.removeTree(temp);
@@ -262,23 +275,36 @@ export class GitCache {
     return target;
   }
 
-  async #writeTree(git: Git, treeOid: string, dir: string): Promise<void> {
+  async #writeTree(git: Git, treeOid: string, dir: string, base?: { tree: string; dir: string }): Promise<void> {
     const { fs } = this.#ports;
-    const { tree } = await git.readTree({
-      fs: this.#ports.gitFs,
-      gitdir: this.#gitdir,
-      oid: treeOid,
-      cache: this.#cache,
-    });
+    if (base && base.tree === treeOid) {
+      fs.linkTree(base.dir, dir);
+      return;
+    }
+    const read = async (oid: string) =>
+      (await git.readTree({ fs: this.#ports.gitFs, gitdir: this.#gitdir, oid, cache: this.#cache })).tree;
+    const tree = await read(treeOid);
+    const before = new Map((base ? await read(base.tree) : []).map((e) => [e.path, e]));
     for (const entry of tree) {
       if (entry.path === "." || entry.path === ".." || entry.path.includes("/") || entry.path === ".git") {
         throw new DriftlessError(`refusing tree entry "${entry.path}"`, { code: "ECHECKOUT", phase: "load" });
       }
       const target = path.join(dir, entry.path);
+      const old = before.get(entry.path);
+      const oldPath = base ? path.join(base.dir, entry.path) : undefined;
       if (entry.type === "tree") {
         fs.mkdirp(target, 0o755);
-        await this.#writeTree(git, entry.oid, target);
+        await this.#writeTree(
+          git,
+          entry.oid,
+          target,
+          old?.type === "tree" && oldPath ? { tree: old.oid, dir: oldPath } : undefined,
+        );
       } else if (entry.type === "blob") {
+        if (old && oldPath && old.oid === entry.oid && old.mode === entry.mode && entry.mode !== "120000") {
+          fs.link(oldPath, target);
+          continue;
+        }
         const { blob } = await git.readBlob({
           fs: this.#ports.gitFs,
           gitdir: this.#gitdir,
