@@ -27,10 +27,11 @@ Commands:
 Run 'driftless <command> --help' for a command's options.
 `;
 
-const SCHEMA_HELP = `Usage: driftless schema
+const SCHEMA_HELP = `Usage: driftless schema [--agent]
 
-Prints the JSON Schema of profile repository documents (Fleet, Profile), for editors.
-The project keeps a copy in profiles/schema.json.
+Prints the JSON Schema of profile repository documents (Fleet, Profile), for editors; with
+--agent, the schema of /etc/driftless/agent.yaml. The project keeps copies in
+profiles/schema.json and docs/agent.schema.json.
 `;
 
 export function defaultIo(): Io {
@@ -66,6 +67,14 @@ export async function main(argv: string[], io: Io = defaultIo()): Promise<number
         if (args.includes("--help") || args.includes("-h")) {
           io.out(SCHEMA_HELP);
           return 0;
+        }
+        if (args.includes("--agent")) {
+          io.out(JSON.stringify((await import("./config/schema.js")).agentConfigJsonSchema(), null, 2));
+          return 0;
+        }
+        if (args.length > 0) {
+          io.err(`driftless schema: unknown option ${args[0]}\n\n${SCHEMA_HELP}`);
+          return 1;
         }
         io.out(JSON.stringify((await import("./profile/schema.js")).documentJsonSchema(), null, 2));
         return 0;

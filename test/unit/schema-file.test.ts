@@ -1,11 +1,19 @@
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
+import { agentConfigJsonSchema } from "../../agent/src/config/schema.js";
 import { documentJsonSchema } from "../../agent/src/profile/schema.js";
 
 describe("profiles/schema.json", () => {
   it("is generated from the schema in code (run `npm run schema` after changing a schema)", () => {
     const onDisk = JSON.parse(readFileSync("profiles/schema.json", "utf8"));
     expect(onDisk).toEqual(documentJsonSchema());
+  });
+
+  it("docs/agent.schema.json is generated from the agent configuration's schema", () => {
+    const onDisk = JSON.parse(readFileSync("docs/agent.schema.json", "utf8"));
+    expect(onDisk).toEqual(agentConfigJsonSchema());
+    expect(onDisk.additionalProperties).toBe(false);
+    expect(onDisk.required).toEqual(expect.arrayContaining(["apiVersion", "kind", "source"]));
   });
 
   it("describes both document kinds and refuses unknown keys", () => {

@@ -83,3 +83,9 @@ export const agentConfigSchema = z
   });
 
 export type AgentConfig = z.infer<typeof agentConfigSchema>;
+
+/** The JSON Schema of agent.yaml, for editors (`driftless schema --agent`). */
+export function agentConfigJsonSchema(): Record<string, unknown> {
+  const schema = z.toJSONSchema(agentConfigSchema, { io: "input", unrepresentable: "any" }) as Record<string, unknown>;
+  return { $schema: schema.$schema, title: "Driftless agent configuration (driftless/v1 AgentConfig)", ...schema };
+}
