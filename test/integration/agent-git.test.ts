@@ -540,6 +540,20 @@ describe("driftless agent --once on a Git repository over smart HTTP", () => {
     expect(await host.lastRun()).toMatchObject({ commit: a, source: "git", errors: [] });
   });
 
+  it("still accepts a descendant after its cache was thrown away and cloned again (shallow)", async () => {
+    const { server, repo } = await serve("fleet");
+    const host = new Host(server.url("fleet"));
+    await pushRelease(repo, "A");
+    expect((await host.run()).exitCode).toBe(2);
+    // Several commits later, the cache is lost (as after a damaged cache is refetched).
+    for (const name of ["B", "C", "D"]) await pushRelease(repo, name);
+    rmSync(path.join(host.stateDir, "git"), { recursive: true, force: true });
+    const run = await host.run();
+    expect(run.exitCode, run.stderr).toBe(2);
+    expect(host.release()).toEqual(converged("D"));
+    expect((await host.lastRun()).errors).toEqual([]);
+  });
+
   it("authenticates with tokenFile, and never shows the token, right or wrong", async () => {
     const secret = `tok-${randomBytes(12).toString("hex")}`;
     const wrong = `bad-${randomBytes(12).toString("hex")}`;

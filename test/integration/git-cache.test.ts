@@ -57,3 +57,40 @@ describe("the Git cache", () => {
     expect(await cache.isDescendant(first, second)).toBe(false);
   });
 });
+
+describe("the rollback check after the cache is cloned again", () => {
+  it("fetches older history until the current commit is found, and refuses a commit that does not descend", async () => {
+    const server = await startGitServer();
+    const repo = await createRepo(server, "history");
+    const remote = { url: server.url("history"), ref: "main" };
+    const commits: string[] = [];
+    for (let i = 0; i < 40; i++) {
+      await repo.writeFiles({ "fleet.yaml": `n: ${i}\n` });
+      commits.push(await repo.commit(`c${i}`));
+    }
+    await repo.push();
+    const fs = new HostFs("/");
+    const ports = {
+      fs,
+      gitFs: HostFs.nodeFs(),
+      http: (signal?: AbortSignal) => createHttpClient(signal ? { signal } : {}),
+    };
+    // A fresh (shallow) clone of the tip: the host's current commit, 35 commits back, is not in it.
+    const cache = new GitCache(ports, tempDir());
+    const tip = await cache.fetch(remote);
+    const current = commits[4] as string;
+    expect(await cache.isDescendant(tip, current)).toBe(false);
+    expect(await cache.deepenUntil(remote, current)).toBe(true);
+    expect(await cache.isDescendant(tip, current)).toBe(true);
+
+    // A branch rewritten to an unrelated history: the current commit is never found.
+    await repo.git(["checkout", "-q", "--orphan", "other"]);
+    await repo.writeFiles({ "fleet.yaml": "rewritten\n" });
+    await repo.commit("unrelated");
+    await repo.push("main", { force: true });
+    const fresh = new GitCache(ports, tempDir());
+    const rewritten = await fresh.fetch(remote);
+    expect(await fresh.deepenUntil(remote, current)).toBe(false);
+    expect(await fresh.isDescendant(rewritten, current)).toBe(false);
+  });
+});

@@ -173,10 +173,19 @@ async function checkNewCommit(deps: CycleDeps, tip: string, good: string | undef
     const refusal = await deps.trust.refuse(info);
     if (refusal) return `commit ${tip.slice(0, 12)} refused: ${refusal}`;
   }
+  if (good && !deps.config.trust?.allowRollback) {
+    // After the cache was cloned again, the current commit may be older than the shallow history.
+    await git.deepenUntil(remote(deps), good).catch(() => false);
+  }
   if (good && !deps.config.trust?.allowRollback && !(await git.isDescendant(tip, good))) {
     return `commit ${tip.slice(0, 12)} refused: it does not descend from the current commit ${good.slice(0, 12)} (a force-push or an old commit replayed); set trust.allowRollback to accept it`;
   }
   return null;
+}
+
+function remote(deps: CycleDeps) {
+  const { url, ref } = deps.config.source;
+  return { url, ref, ...(deps.auth ? { auth: deps.auth } : {}) };
 }
 
 function convergeFrom(deps: CycleDeps, dir: string, options: CycleOptions): Promise<RunOutcome> {

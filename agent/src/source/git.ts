@@ -169,6 +169,33 @@ export class GitCache {
     throw new DriftlessError(`tag ${oid} is nested too deeply`, { code: "EREF", phase: "load" });
   }
 
+  /**
+   * Fetches older history, in growing steps, until `ancestor` is in the cache or the history
+   * ends: after the cache was cloned again (shallow), the commit the host is on may be older
+   * than what the clone brought, and the rollback check needs the path between them.
+   */
+  async deepenUntil(remote: GitRemote, ancestor: string, signal?: AbortSignal): Promise<boolean> {
+    const git = await this.#lib();
+    for (let step = 32; step <= 8192; step *= 4) {
+      if (await this.#hasCommit(ancestor)) return true;
+      if (!this.#ports.fs.lstat(path.join(this.#gitdir, "shallow"))) return false; // the whole history is here
+      await git.fetch({
+        fs: this.#ports.gitFs,
+        http: this.#ports.http(signal),
+        gitdir: this.#gitdir,
+        remote: "origin",
+        ref: remote.ref,
+        singleBranch: true,
+        tags: false,
+        depth: step,
+        relative: true,
+        cache: this.#cache,
+        ...(remote.auth ? { onAuth: () => remote.auth } : {}),
+      });
+    }
+    return this.#hasCommit(ancestor);
+  }
+
   async #hasCommit(oid: string): Promise<boolean> {
     try {
       const git = await this.#lib();
