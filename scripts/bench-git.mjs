@@ -20,7 +20,7 @@ writeFileSync(
   entry,
   `export { GitCache } from ${JSON.stringify(path.resolve("agent/src/source/git.ts"))};
    export { HostFs } from ${JSON.stringify(path.resolve("agent/src/host/fs.ts"))};
-   export { createHttpClient } from ${JSON.stringify(path.resolve("agent/src/host/http.ts"))};
+   export { gitHttp } from ${JSON.stringify(path.resolve("agent/src/host/http.ts"))};
    export { startGitServer, createRepo, cleanup } from ${JSON.stringify(path.resolve("test/support/git-server.ts"))};`,
 );
 await build({
@@ -32,9 +32,7 @@ await build({
   logLevel: "warning",
   banner: { js: "import { createRequire as __r } from 'node:module'; const require = __r(import.meta.url);" },
 });
-const { GitCache, HostFs, createHttpClient, startGitServer, createRepo, cleanup } = await import(
-  path.join(work, "bench.mjs")
-);
+const { GitCache, HostFs, gitHttp, startGitServer, createRepo, cleanup } = await import(path.join(work, "bench.mjs"));
 
 const server = await startGitServer();
 const repo = await createRepo(server, "fleet");
@@ -76,7 +74,7 @@ function gitCli(args, cwd) {
 
 const url = server.url("fleet");
 const fs = new HostFs("/");
-const ports = { fs, gitFs: HostFs.nodeFs(), http: (signal) => createHttpClient(signal ? { signal } : {}) };
+const ports = { fs, gitFs: HostFs.nodeFs(), http: gitHttp };
 
 // First clone: the agent clones shallow (depth 1) into its bare cache, then checks out the tip.
 const agentState = mkdtempSync(path.join(tmpdir(), "driftless-bench-agent-"));

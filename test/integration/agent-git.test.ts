@@ -133,6 +133,14 @@ class Host {
     this.configure(options);
   }
 
+  /** Trusts SSH commit signatures by these keys only; returns the allowed_signers file. */
+  trustSsh(...keys: { allowedSigners: string }[]): string {
+    const signers = path.join(this.dir, "allowed_signers");
+    writeFileSync(signers, keys.map((k) => `${k.allowedSigners}\n`).join(""));
+    this.configure({ trust: { allowedSigners: signers } });
+    return signers;
+  }
+
   /** Writes agent.yaml (JSON scalars are YAML scalars). */
   configure(options: AgentOptions): void {
     const q = (v: string | boolean) => JSON.stringify(v);
@@ -439,9 +447,7 @@ describe("driftless agent --once on a Git repository over smart HTTP", () => {
       const [alice, mallory] = await Promise.all([makeSshKey("alice"), makeSshKey("mallory")]);
       const { server, repo } = await serve("fleet");
       const host = new Host(server.url("fleet"));
-      const signers = path.join(host.dir, "allowed_signers");
-      writeFileSync(signers, `${alice.allowedSigners}\n`);
-      host.configure({ trust: { allowedSigners: signers } });
+      const signers = host.trustSsh(alice);
 
       const a = await pushRelease(repo, "A", { sign: alice });
       const r1 = await host.run();
@@ -512,9 +518,7 @@ describe("driftless agent --once on a Git repository over smart HTTP", () => {
     const alice = await makeSshKey("alice");
     const { server, repo } = await serve("fleet");
     const host = new Host(server.url("fleet"));
-    const signers = path.join(host.dir, "allowed_signers");
-    writeFileSync(signers, `${alice.allowedSigners}\n`);
-    host.configure({ trust: { allowedSigners: signers } });
+    const signers = host.trustSsh(alice);
 
     const a = await pushRelease(repo, "A", { sign: alice });
     expect((await host.run()).exitCode).toBe(2);

@@ -2,7 +2,7 @@ import { readFileSync, readlinkSync, statSync, symlinkSync } from "node:fs";
 import * as path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { HostFs } from "../../agent/src/host/fs.js";
-import { createHttpClient } from "../../agent/src/host/http.js";
+import { gitHttp } from "../../agent/src/host/http.js";
 import { GitCache } from "../../agent/src/source/git.js";
 import { cleanup, createRepo, startGitServer } from "../support/git-server.js";
 import { cleanupTemp, tempDir } from "../support/repo.js";
@@ -27,10 +27,7 @@ describe("the Git cache", () => {
     await repo.push();
     const fs = new HostFs("/");
     const state = tempDir();
-    const cache = new GitCache(
-      { fs, gitFs: HostFs.nodeFs(), http: (signal) => createHttpClient(signal ? { signal } : {}) },
-      state,
-    );
+    const cache = new GitCache({ fs, gitFs: HostFs.nodeFs(), http: gitHttp }, state);
     expect(await cache.fetch({ url: server.url("fleet"), ref: "main" })).toBe(first);
     const a = await cache.checkout(first);
 
@@ -73,7 +70,7 @@ describe("the rollback check after the cache is cloned again", () => {
     const ports = {
       fs,
       gitFs: HostFs.nodeFs(),
-      http: (signal?: AbortSignal) => createHttpClient(signal ? { signal } : {}),
+      http: gitHttp,
     };
     // A fresh (shallow) clone of the tip: the host's current commit, 35 commits back, is not in it.
     const cache = new GitCache(ports, tempDir());

@@ -6,7 +6,7 @@ import { createTrustCheck } from "../daemon/trust.js";
 import { gatherFacts } from "../facts/gather.js";
 import { writeReport } from "../host/child.js";
 import { HostFs } from "../host/fs.js";
-import { createHttpClient } from "../host/http.js";
+import { gitHttp } from "../host/http.js";
 import type { Logger } from "../log.js";
 import { detectPackageManager } from "../resources/package/apt.js";
 import { createSystemdManager } from "../resources/service/systemd.js";
@@ -58,7 +58,7 @@ export async function runOnce(options: OnceOptions, io: Io, log: Logger): Promis
           serviceManager: createSystemdManager,
         },
         gitFs: HostFs.nodeFs(),
-        http: (signal) => createHttpClient({ ...(signal ? { signal } : {}), idleTimeoutMs: 30_000 }),
+        http: gitHttp,
         facts: (config: AgentConfig) =>
           gatherFacts({ fs: hostFs, clock: io.clock, cacheFile: path.join(config.stateDir, "facts.json") }),
         trust: (config) => createTrustCheck(machineFs, config),

@@ -2,17 +2,16 @@
 
 import * as os from "node:os";
 import * as path from "node:path";
-import { isGitUrl } from "../daemon/cycle.js";
 import { changesForReport, converge, driftReport, type RunOutcome, toRunRecord } from "../engine/run.js";
 import type { Change, ResourceResult } from "../engine/types.js";
 import { DriftlessError, errorMessage } from "../errors.js";
 import { gatherFacts } from "../facts/gather.js";
 import { HostFs } from "../host/fs.js";
-import { createHttpClient } from "../host/http.js";
+import { gitHttp } from "../host/http.js";
 import { type RunLock, tryLock, waitLock } from "../host/lock.js";
 import { detectPackageManager } from "../resources/package/apt.js";
 import { createSystemdManager } from "../resources/service/systemd.js";
-import { GitCache } from "../source/git.js";
+import { GitCache, isGitUrl } from "../source/git.js";
 import { StateStore } from "../state/db.js";
 import { parse, parseLabels } from "./args.js";
 import type { Io } from "./io.js";
@@ -239,10 +238,7 @@ async function fetchSource(
   }
   const tokenFile = values["token-file"];
   const token = tokenFile ? (fs.readTextIfExists(path.resolve(tokenFile)) ?? "").trim() : undefined;
-  const git = new GitCache(
-    { fs, gitFs: HostFs.nodeFs(), http: (signal) => createHttpClient(signal ? { signal } : {}) },
-    cacheDir,
-  );
+  const git = new GitCache({ fs, gitFs: HostFs.nodeFs(), http: gitHttp }, cacheDir);
   const commit = await git.fetch({
     url,
     ref: values.ref ?? "main",

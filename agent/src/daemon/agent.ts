@@ -12,9 +12,9 @@ import type { Facts } from "../facts/collect.js";
 import type { HostFs } from "../host/fs.js";
 import { type RunLock, waitLock } from "../host/lock.js";
 import type { Logger } from "../log.js";
-import { GitCache } from "../source/git.js";
+import { GitCache, isGitUrl } from "../source/git.js";
 import { StateStore } from "../state/db.js";
-import { type CycleResult, isGitUrl, runCycle, type TrustCheck } from "./cycle.js";
+import { type CycleResult, runCycle, type TrustCheck } from "./cycle.js";
 
 export interface AgentDeps {
   configFile: string;
@@ -54,8 +54,6 @@ export interface RunReport {
   nextInMs: number;
   failures: number;
   result?: string;
-  /** Nothing ran: the run is due in `nextInMs` (the first run's splay). */
-  deferred?: boolean;
 }
 
 const RETRY_BASE_MS = 10_000;
@@ -87,7 +85,7 @@ export async function agentRun(
     // so a SIGHUP or a command meanwhile runs at once.
     const wait = Math.round(random() * config.source.splay);
     log.info("first run after the splay", { inS: Math.round(wait / 1000) });
-    return { report: { exitCode: 0, configValid: true, nextInMs: wait, failures: request.failures, deferred: true } };
+    return { report: { exitCode: 0, configValid: true, nextInMs: wait, failures: request.failures } };
   }
 
   deps.fs.mkdirp(config.stateDir, 0o700);

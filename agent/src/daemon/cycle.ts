@@ -16,7 +16,7 @@ import { converge, type RunOutcome, type RunPorts, toRunRecord } from "../engine
 import { DriftlessError, errorMessage } from "../errors.js";
 import type { Facts } from "../facts/collect.js";
 import { type Logger, redactUrl } from "../log.js";
-import type { GitCache } from "../source/git.js";
+import type { GitCache, GitRemote } from "../source/git.js";
 import type { StateStore } from "../state/db.js";
 
 export interface TrustCheck {
@@ -54,10 +54,6 @@ export interface CycleResult {
   errors: DriftlessError[];
 }
 
-export function isGitUrl(url: string): boolean {
-  return /^https?:\/\//.test(url);
-}
-
 export async function runCycle(deps: CycleDeps, options: CycleOptions): Promise<CycleResult> {
   const { config, state, log } = deps;
   const errors: DriftlessError[] = [];
@@ -69,11 +65,11 @@ export async function runCycle(deps: CycleDeps, options: CycleOptions): Promise<
 
   const git = deps.git;
   // Never store credentials a URL may carry.
-  const remote = `${redactUrl(config.source.url)}#${config.source.ref}`;
+  const followed = `${redactUrl(config.source.url)}#${config.source.ref}`;
   let sourceState = state.sourceState();
-  if (sourceState.remote !== remote) {
+  if (sourceState.remote !== followed) {
     // Another repository or ref: its history starts here, with no previous commit to descend from.
-    state.updateSourceState({ remote, goodCommit: undefined, fetchedCommit: undefined });
+    state.updateSourceState({ remote: followed, goodCommit: undefined, fetchedCommit: undefined });
     sourceState = state.sourceState();
   }
   const good = sourceState.goodCommit;
@@ -84,10 +80,7 @@ export async function runCycle(deps: CycleDeps, options: CycleOptions): Promise<
     try {
       // A stop cancels a fetch at once: nothing has been applied yet.
       const cancel = [options.stop, options.signal].filter((s): s is AbortSignal => s !== undefined);
-      tip = await git.fetch(
-        { url: config.source.url, ref: config.source.ref, ...(deps.auth ? { auth: deps.auth } : {}) },
-        cancel.length ? AbortSignal.any(cancel) : undefined,
-      );
+      tip = await git.fetch(remote(deps), cancel.length ? AbortSignal.any(cancel) : undefined);
       state.updateSourceState({
         fetchedCommit: tip,
         lastFetchAt: deps.ports.clock.now().toISOString(),
@@ -176,14 +169,14 @@ async function checkNewCommit(deps: CycleDeps, tip: string, good: string | undef
   if (good && !deps.config.trust?.allowRollback) {
     // After the cache was cloned again, the current commit may be older than the shallow history.
     await git.deepenUntil(remote(deps), good).catch(() => false);
-  }
-  if (good && !deps.config.trust?.allowRollback && !(await git.isDescendant(tip, good))) {
-    return `commit ${tip.slice(0, 12)} refused: it does not descend from the current commit ${good.slice(0, 12)} (a force-push or an old commit replayed); set trust.allowRollback to accept it`;
+    if (!(await git.isDescendant(tip, good))) {
+      return `commit ${tip.slice(0, 12)} refused: it does not descend from the current commit ${good.slice(0, 12)} (a force-push or an old commit replayed); set trust.allowRollback to accept it`;
+    }
   }
   return null;
 }
 
-function remote(deps: CycleDeps) {
+function remote(deps: CycleDeps): GitRemote {
   const { url, ref } = deps.config.source;
   return { url, ref, ...(deps.auth ? { auth: deps.auth } : {}) };
 }

@@ -37,14 +37,9 @@ export class Supervisor {
   #failures = 0;
   #stopping = false;
   #lastGoodConfig: string | undefined;
-  #runs = 0;
 
   constructor(deps: SupervisorDeps) {
     this.#deps = deps;
-  }
-
-  get runs(): number {
-    return this.#runs;
   }
 
   start(): void {
@@ -85,7 +80,6 @@ export class Supervisor {
   async #run(kind: Trigger): Promise<void> {
     const text = this.#deps.readConfig();
     const configText = text ?? this.#lastGoodConfig ?? "";
-    this.#runs++;
     let handle = this.#deps.startRun({
       fetch: kind !== "converge",
       splayFirst: kind === "start",
@@ -115,11 +109,6 @@ export class Supervisor {
     }
     this.#current = undefined;
     if (this.#stopping) return;
-    if (report?.deferred && !this.#pending) {
-      // The first run's splay: a timer, so that a trigger meanwhile runs at once.
-      this.#timer = setTimeout(() => this.trigger("timer"), report.nextInMs);
-      return;
-    }
     this.#failures = report?.failures ?? this.#failures + 1;
     // A run that died without a report (killed, crashed) is retried after a minute.
     const delay = report ? report.nextInMs : 60_000;
@@ -130,6 +119,7 @@ export class Supervisor {
       this.trigger(next);
       return;
     }
+    // Also the first run's splay, which a run reports as its delay: a trigger meanwhile runs at once.
     this.#timer = setTimeout(() => this.trigger("timer"), delay);
     this.#deps.log.debug("next run scheduled", { inS: Math.round(delay / 1000) });
   }

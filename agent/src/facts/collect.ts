@@ -1,6 +1,6 @@
 /**
- * Facts: what templates (`facts`) and fleet `match` rules see about a host. `collectFacts` gives
- * the cheap ones, read without running a command; `gatherFacts` (gather.ts) adds CPU details,
+ * Facts: what templates (`facts`) and fleet `match` rules see about a host. The cheap ones,
+ * read without running a command, are built here; `gatherFacts` (gather.ts) adds CPU details,
  * disks, network and virtualization, with a cache.
  */
 import * as os from "node:os";
@@ -17,10 +17,6 @@ const DEBIAN_ARCH: Record<string, string> = {
   ppc64: "ppc64el",
   s390x: "s390x",
 };
-
-export function collectFacts(fs: HostFs): Facts {
-  return baseFacts(readOsRelease(fs));
-}
 
 /** The host's os-release(5) text: /etc/os-release, else /usr/lib/os-release, else "". */
 export function readOsRelease(fs: HostFs): string {

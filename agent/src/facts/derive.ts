@@ -179,7 +179,7 @@ export interface CpuInfo {
 
 /**
  * CPU facts. The model is the kernel's (`os.cpus()`, /proc/cpuinfo "model name", the meaning
- * `collectFacts` gives it) when it has one, else systeminformation's manufacturer and brand (ARM
+ * `baseFacts` gives it) when it has one, else systeminformation's manufacturer and brand (ARM
  * boards have no model name in /proc/cpuinfo). The speed is the maximum clock, else the nominal
  * one, else the "cpu MHz" of /proc/cpuinfo (virtual machines often expose only that); absent
  * when none is known.

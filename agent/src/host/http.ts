@@ -66,3 +66,8 @@ async function collect(body: AsyncIterableIterator<Uint8Array>): Promise<Buffer>
   for await (const part of body) parts.push(part);
   return Buffer.concat(parts);
 }
+
+/** The HTTP port of the Git cache: a client per fetch, bound to that fetch's cancellation. */
+export function gitHttp(signal?: AbortSignal): HttpClient {
+  return createHttpClient(signal ? { signal } : {});
+}

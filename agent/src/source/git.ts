@@ -65,6 +65,8 @@ const NETWORK_CODES = new Set([
   "ABORT_ERR",
 ]);
 
+const COMMIT_ID = /^[0-9a-f]{40}$/;
+
 export class GitCache {
   readonly #ports: GitPorts;
   readonly #gitdir: string;
@@ -76,6 +78,26 @@ export class GitCache {
     this.#ports = ports;
     this.#gitdir = path.join(stateDir, "git");
     this.#checkouts = path.join(stateDir, "checkouts");
+  }
+
+  /** What every isomorphic-git call on the cache takes. */
+  get #repo() {
+    return { fs: this.#ports.gitFs, gitdir: this.#gitdir, cache: this.#cache };
+  }
+
+  /** One fetch of `remote.ref` from origin (or of every branch, for a commit id). */
+  async #fetchRef(remote: GitRemote, signal: AbortSignal | undefined, depth: { depth?: number; relative?: boolean }) {
+    const git = await this.#lib();
+    const isCommitId = COMMIT_ID.test(remote.ref);
+    return git.fetch({
+      ...this.#repo,
+      http: this.#ports.http(signal),
+      remote: "origin",
+      ...(isCommitId ? {} : { ref: remote.ref, singleBranch: true }),
+      tags: false,
+      ...depth,
+      ...(remote.auth ? { onAuth: () => remote.auth } : {}),
+    });
   }
 
   async #lib(): Promise<Git> {
@@ -124,20 +146,10 @@ export class GitCache {
       path: "remote.origin.fetch",
       value: "+refs/heads/*:refs/heads/*",
     });
-    const isCommitId = /^[0-9a-f]{40}$/.test(remote.ref);
+    const isCommitId = COMMIT_ID.test(remote.ref);
     if (isCommitId && (await this.#hasCommit(remote.ref))) return remote.ref;
-    const result = await git.fetch({
-      fs: this.#ports.gitFs,
-      http: this.#ports.http(signal),
-      gitdir,
-      remote: "origin",
-      ...(isCommitId ? {} : { ref: remote.ref, singleBranch: true }),
-      tags: false,
-      // The first clone is shallow; later fetches bring only the new commits on top of it.
-      ...(fresh && !isCommitId ? { depth: 1 } : {}),
-      cache: this.#cache,
-      ...(remote.auth ? { onAuth: () => remote.auth } : {}),
-    });
+    // The first clone is shallow; later fetches bring only the new commits on top of it.
+    const result = await this.#fetchRef(remote, signal, fresh && !isCommitId ? { depth: 1 } : {});
     if (isCommitId) {
       if (!(await this.#hasCommit(remote.ref))) {
         throw new DriftlessError(`commit ${remote.ref} is not on ${remote.url}`, { code: "EREF", phase: "load" });
@@ -155,12 +167,7 @@ export class GitCache {
     const git = await this.#lib();
     let current = oid;
     for (let i = 0; i < 10; i++) {
-      const { type, object } = await git.readObject({
-        fs: this.#ports.gitFs,
-        gitdir: this.#gitdir,
-        oid: current,
-        cache: this.#cache,
-      });
+      const { type, object } = await git.readObject({ ...this.#repo, oid: current });
       if (type === "commit") return current;
       if (type !== "tag")
         throw new DriftlessError(`${oid} is a ${type}, not a commit`, { code: "EREF", phase: "load" });
@@ -175,23 +182,10 @@ export class GitCache {
    * than what the clone brought, and the rollback check needs the path between them.
    */
   async deepenUntil(remote: GitRemote, ancestor: string, signal?: AbortSignal): Promise<boolean> {
-    const git = await this.#lib();
     for (let step = 32; step <= 8192; step *= 4) {
       if (await this.#hasCommit(ancestor)) return true;
       if (!this.#ports.fs.lstat(path.join(this.#gitdir, "shallow"))) return false; // the whole history is here
-      await git.fetch({
-        fs: this.#ports.gitFs,
-        http: this.#ports.http(signal),
-        gitdir: this.#gitdir,
-        remote: "origin",
-        ref: remote.ref,
-        singleBranch: true,
-        tags: false,
-        depth: step,
-        relative: true,
-        cache: this.#cache,
-        ...(remote.auth ? { onAuth: () => remote.auth } : {}),
-      });
+      await this.#fetchRef(remote, signal, { depth: step, relative: true });
     }
     return this.#hasCommit(ancestor);
   }
@@ -199,7 +193,7 @@ export class GitCache {
   async #hasCommit(oid: string): Promise<boolean> {
     try {
       const git = await this.#lib();
-      await git.readCommit({ fs: this.#ports.gitFs, gitdir: this.#gitdir, oid, cache: this.#cache });
+      await git.readCommit({ ...this.#repo, oid });
       return true;
     } catch {
       return false;
@@ -221,15 +215,9 @@ export class GitCache {
 
   async commit(oid: string): Promise<CommitInfo> {
     const git = await this.#lib();
-    const { commit } = await git.readCommit({ fs: this.#ports.gitFs, gitdir: this.#gitdir, oid, cache: this.#cache });
+    const { commit } = await git.readCommit({ ...this.#repo, oid });
     // The signed payload is cut from the raw object as git does, not rebuilt from parsed fields.
-    const raw = await git.readObject({
-      fs: this.#ports.gitFs,
-      gitdir: this.#gitdir,
-      oid,
-      format: "content",
-      cache: this.#cache,
-    });
+    const raw = await git.readObject({ ...this.#repo, oid, format: "content" });
     const { payload, signature } = splitSignedCommit(raw.object as Uint8Array);
     return {
       oid,
@@ -243,13 +231,14 @@ export class GitCache {
   /** True when `ancestor` is `oid` or one of its ancestors in the cached history. */
   async isDescendant(oid: string, ancestor: string, limit = 100_000): Promise<boolean> {
     if (oid === ancestor) return true;
+    const git = await this.#lib();
     const seen = new Set<string>([oid]);
     const queue = [oid];
     while (queue.length > 0 && seen.size <= limit) {
       const current = queue.shift() as string;
       let parents: string[];
       try {
-        parents = (await this.commit(current)).parents;
+        parents = (await git.readCommit({ ...this.#repo, oid: current })).commit.parent;
       } catch {
         continue; // beyond a shallow boundary
       }
@@ -281,13 +270,11 @@ export class GitCache {
     fs.mkdirp(temp, 0o755);
     try {
       const git = await this.#lib();
-      const { commit } = await git.readCommit({ fs: this.#ports.gitFs, gitdir: this.#gitdir, oid, cache: this.#cache });
+      const { commit } = await git.readCommit({ ...this.#repo, oid });
       const baseDir = base ? path.join(this.#checkouts, base) : undefined;
       let baseTree: string | undefined;
       if (base && baseDir && fs.lstat(baseDir)?.type === "directory") {
-        baseTree = (
-          await git.readCommit({ fs: this.#ports.gitFs, gitdir: this.#gitdir, oid: base, cache: this.#cache })
-        ).commit.tree;
+        baseTree = (await git.readCommit({ ...this.#repo, oid: base })).commit.tree;
       }
       await this.#writeTree(git, commit.tree, temp, baseTree ? { tree: baseTree, dir: baseDir as string } : undefined);
       fs.rename(temp, target);
@@ -308,8 +295,7 @@ export class GitCache {
       fs.linkTree(base.dir, dir);
       return;
     }
-    const read = async (oid: string) =>
-      (await git.readTree({ fs: this.#ports.gitFs, gitdir: this.#gitdir, oid, cache: this.#cache })).tree;
+    const read = async (oid: string) => (await git.readTree({ ...this.#repo, oid })).tree;
     const tree = await read(treeOid);
     const before = new Map((base ? await read(base.tree) : []).map((e) => [e.path, e]));
     for (const entry of tree) {
@@ -332,12 +318,7 @@ export class GitCache {
           fs.link(oldPath, target);
           continue;
         }
-        const { blob } = await git.readBlob({
-          fs: this.#ports.gitFs,
-          gitdir: this.#gitdir,
-          oid: entry.oid,
-          cache: this.#cache,
-        });
+        const { blob } = await git.readBlob({ ...this.#repo, oid: entry.oid });
         if (entry.mode === "120000") fs.symlink(Buffer.from(blob).toString("utf8"), target);
         else fs.writeFile(target, blob, entry.mode === "100755" ? 0o755 : 0o644);
       }
@@ -353,6 +334,11 @@ export class GitCache {
       if (!keep.includes(entry.name)) fs.removeTree(path.join(this.#checkouts, entry.name));
     }
   }
+}
+
+/** An http(s) URL is fetched with Git; anything else is a directory. */
+export function isGitUrl(url: string): boolean {
+  return /^https?:\/\//.test(url);
 }
 
 export function isNetworkError(error: unknown): boolean {
