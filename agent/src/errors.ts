@@ -14,8 +14,8 @@ export interface Location {
 export interface DriftlessErrorOptions {
   code: string;
   phase: Phase;
-  location?: Location;
-  resource?: string;
+  location?: Location | undefined;
+  resource?: string | undefined;
   retryable?: boolean;
   cause?: unknown;
 }

@@ -163,7 +163,7 @@ export async function bootHost(options: BootOptions = {}): Promise<TestHost> {
   const exec = (file: string, execArgs: readonly string[] = [], execOptions: ExecOptions = {}) => {
     if (exited) return Promise.reject(new Error(`host ${name} is not running`));
     return run("nsenter", ["-t", String(initPid), "-a", "--", file, ...execArgs], {
-      input: execOptions.input,
+      ...(execOptions.input !== undefined ? { input: execOptions.input } : {}),
       env: { PATH: HOST_PATH, HOME: "/root", LANG: "C.UTF-8", ...execOptions.env },
       timeoutMs: execOptions.timeoutMs ?? 5 * 60_000,
     });
