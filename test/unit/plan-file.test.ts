@@ -57,6 +57,29 @@ describe("planFile", () => {
     ]);
   });
 
+  it("changes the owner before the mode, and sets setuid/setgid again after a change of owner", () => {
+    const both = planFile(
+      file("/usr/bin/tool", { mode: 0o4755, owner: "www-data" }),
+      { type: "file", mode: 0o755, uid: 0, gid: 0 },
+      accounts,
+    );
+    expect(both?.steps).toEqual([
+      { op: "file.chown", path: "/usr/bin/tool", owner: "www-data" },
+      { op: "file.chmod", path: "/usr/bin/tool", mode: 0o4755 },
+    ]);
+    // The mode already matches, but the change of owner clears setuid: it is set again.
+    const ownerOnly = planFile(
+      file("/usr/bin/tool", { owner: "www-data" }),
+      { type: "file", mode: 0o2755, uid: 0, gid: 0 },
+      accounts,
+    );
+    expect(ownerOnly?.steps).toEqual([
+      { op: "file.chown", path: "/usr/bin/tool", owner: "www-data" },
+      { op: "file.chmod", path: "/usr/bin/tool", mode: 0o2755 },
+    ]);
+    expect(ownerOnly?.drift.map((d) => d.field)).toEqual(["owner"]);
+  });
+
   it("removes a file that should be absent and ignores one already gone", () => {
     expect(planFile(file("/etc/a", { state: "absent" }), { type: "file" }, accounts)?.steps).toEqual([
       { op: "file.remove", path: "/etc/a" },

@@ -2,13 +2,21 @@
  * The filesystem port: every path the agent manages is an absolute path on the managed host,
  * resolved under a root directory (`/` normally, a mounted image or a temp dir with `--root`).
  *
- * Under a root other than `/`, symbolic links in parent directories are resolved inside the
- * root, as `chroot` would, so a link such as `/var/run -> /run` in an image never leads a write
- * onto the machine that runs the agent.
+ * Under a root other than `/`, symbolic links are resolved inside the root, as `chroot` would,
+ * so a link such as `/var/run -> /run` in an image never leads a write onto the machine that
+ * runs the agent. Every call resolves its path again, component by component, right before
+ * its system call: a link created earlier in the same run (by a file resource or a package) is
+ * followed inside the root like any other. Calls that change an entry in place (mode, owner)
+ * go through a descriptor opened without following a final link, and refuse a link found there.
+ *
+ * Temp files are named `.driftless-<16 hex>.tmp` (created with O_EXCL, a new name on a clash);
+ * those a killed run left behind, and the older `.<name>.driftless-<pid>` ones, are removed from
+ * a directory before the agent first writes into it.
  *
  * Calls are synchronous on purpose: the agent does one apply at a time, and for thousands of
  * small files synchronous metadata calls are several times faster than the thread pool.
  */
+import { randomBytes } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { DriftlessError } from "../errors.js";
@@ -35,10 +43,15 @@ export interface WriteOptions {
 }
 
 const MAX_LINK_HOPS = 40;
+const TEMP_PREFIX = ".driftless-";
+/** Temp names of this agent: the current scheme and the one before it (`.<name>.driftless-<pid>`). */
+const STALE_TEMP = /^\.driftless-[0-9a-f]{16}\.tmp$|^\..+\.driftless-\d+$/;
+const { O_RDONLY, O_WRONLY, O_CREAT, O_EXCL, O_NOFOLLOW, O_NONBLOCK, O_NOCTTY, O_DIRECTORY } = fs.constants;
 
 export class HostFs {
   readonly root: string;
-  readonly #resolvedDirs = new Map<string, string>();
+  /** Directories cleared of stale temp files by this instance (one run). */
+  readonly #tidied = new Set<string>();
 
   constructor(root = "/") {
     this.root = path.resolve(root);
@@ -48,13 +61,21 @@ export class HostFs {
     return this.root !== "/";
   }
 
-  /** The path on this machine that stands for `hostPath` on the managed host. */
+  /**
+   * The path on this machine that stands for `hostPath` on the managed host: its parent
+   * directories resolved now, inside the root; a final link is not followed.
+   */
   resolve(hostPath: string): string {
     const normal = normalizeHostPath(hostPath);
     if (!this.isRooted) return normal;
-    if (normal === "/") return this.root;
-    const parent = this.#resolveDir(path.posix.dirname(normal), 0);
-    return path.join(parent, path.posix.basename(normal));
+    return path.join(this.root, ...this.#walk(normal, false));
+  }
+
+  /** Like `resolve`, and a final link is followed too, inside the root (a chroot's realpath). */
+  resolveFollowing(hostPath: string): string {
+    const normal = normalizeHostPath(hostPath);
+    if (!this.isRooted) return normal;
+    return path.join(this.root, ...this.#walk(normal, true));
   }
 
   /** The entry at `hostPath`, or null when there is none (also when a parent is not a directory). */
@@ -80,13 +101,15 @@ export class HostFs {
     };
   }
 
+  /** Reads a file; a link is followed inside the root. */
   readFile(hostPath: string): Buffer {
-    return fs.readFileSync(this.resolve(hostPath));
+    return fs.readFileSync(this.resolveFollowing(hostPath));
   }
 
+  /** Reads a file's text (a link followed inside the root), or null when there is none. */
   readTextIfExists(hostPath: string): string | null {
     try {
-      return fs.readFileSync(this.resolve(hostPath), "utf8");
+      return fs.readFileSync(this.resolveFollowing(hostPath), "utf8");
     } catch (error) {
       if (isNotFound(error)) return null;
       throw error;
@@ -96,7 +119,7 @@ export class HostFs {
   /** The canonical path on this machine (links followed), or null when it does not exist. */
   realpath(hostPath: string): string | null {
     try {
-      return fs.realpathSync(this.resolve(hostPath));
+      return fs.realpathSync(this.resolveFollowing(hostPath));
     } catch (error) {
       if (isNotFound(error)) return null;
       throw error;
@@ -108,24 +131,25 @@ export class HostFs {
   }
 
   readdir(hostPath: string): fs.Dirent[] {
-    return fs.readdirSync(this.resolve(hostPath), { withFileTypes: true });
+    return fs.readdirSync(this.resolveFollowing(hostPath), { withFileTypes: true });
   }
 
-  /** Writes a file atomically: temp file in the same directory, mode and owner set, fsync, rename. */
+  /**
+   * Writes a file atomically: a new temp file in the same directory, owner then mode set (a
+   * change of owner clears setuid and setgid), fsync, rename over `hostPath`, fsync of the
+   * directory.
+   */
   writeFileAtomic(hostPath: string, data: Uint8Array, options: WriteOptions): void {
     const target = this.resolve(hostPath);
-    const temp = path.join(path.dirname(target), `.${path.basename(target)}.driftless-${process.pid}`);
-    const fd = fs.openSync(temp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o600);
+    const dir = path.dirname(target);
+    this.#tidy(dir);
+    const { fd, temp } = createTemp(dir, (name) => ({
+      fd: fs.openSync(name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600),
+      temp: name,
+    }));
     try {
       fs.writeSync(fd, data);
-      if (options.uid !== undefined || options.gid !== undefined) {
-        // chown only when it changes something: an unprivileged agent may keep its own files.
-        const st = fs.fstatSync(fd);
-        if ((options.uid ?? st.uid) !== st.uid || (options.gid ?? st.gid) !== st.gid) {
-          fs.fchownSync(fd, options.uid ?? -1, options.gid ?? -1);
-        }
-      }
-      fs.fchmodSync(fd, options.mode);
+      setOwnerAndMode(fd, options.mode, options.uid, options.gid);
       fs.fsyncSync(fd);
     } catch (error) {
       fs.closeSync(fd);
@@ -139,40 +163,43 @@ export class HostFs {
       fs.rmSync(temp, { force: true });
       throw error;
     }
-    syncDirectory(path.dirname(target));
+    syncDirectory(dir);
   }
 
-  /** Creates one directory (its parent must exist) with the given mode, then owner. */
+  /** Creates one directory (its parent must exist), then sets its owner, then its mode. */
   mkdir(hostPath: string, mode: number, uid?: number, gid?: number): void {
     const target = this.resolve(hostPath);
-    fs.mkdirSync(target, { mode });
-    fs.chmodSync(target, mode); // mkdir applies the umask
-    if (uid !== undefined || gid !== undefined) fs.chownSync(target, uid ?? -1, gid ?? -1);
+    fs.mkdirSync(target, { mode: 0o700 }); // nobody else gets in before owner and mode are set
+    this.#inPlace(target, hostPath, O_DIRECTORY, (fd) => setOwnerAndMode(fd, mode, uid, gid));
   }
 
-  /** Creates the missing parent directories of `hostPath` (mode 0755), like `mkdir -p`. */
+  /**
+   * Creates the missing parent directories of `hostPath` (mode 0755), like `mkdir -p`; links on
+   * the way, including ones whose target is missing, are followed inside the root.
+   */
   ensureParent(hostPath: string): void {
     const parent = path.posix.dirname(normalizeHostPath(hostPath));
-    const st = this.lstat(parent);
-    if (st?.type === "directory") return;
-    if (st && st.type !== "link") {
-      throw new DriftlessError(`${parent} is not a directory`, { code: "ENOTDIR", phase: "apply" });
+    const names = this.#walk(parent, true);
+    if (lstatOrNull(path.join(this.root, ...names))?.isDirectory()) return;
+    fs.mkdirSync(this.root, { recursive: true }); // a new image or sandbox
+    for (let i = 1; i <= names.length; i++) {
+      const dir = path.join(this.root, ...names.slice(0, i));
+      const st = lstatOrNull(dir);
+      if (st?.isDirectory()) continue;
+      if (st) {
+        const shown = `/${names.slice(0, i).join("/")}`;
+        throw new DriftlessError(`${shown} is not a directory`, { code: "ENOTDIR", phase: "apply" });
+      }
+      this.mkdir(`/${names.slice(0, i).join("/")}`, 0o755);
     }
-    if (st) return; // a link: resolve() follows it inside the root
-    if (parent === "/") {
-      fs.mkdirSync(this.root, { recursive: true }); // a new image or sandbox
-      return;
-    }
-    this.ensureParent(parent);
-    this.mkdir(parent, 0o755);
-    this.#resolvedDirs.clear();
   }
 
+  /** Sets the mode of a file or directory; a symbolic link found there now is refused. */
   chmod(hostPath: string, mode: number): void {
-    fs.chmodSync(this.resolve(hostPath), mode);
+    this.#inPlace(this.resolve(hostPath), hostPath, 0, (fd) => fs.fchmodSync(fd, mode));
   }
 
-  /** Changes owner without following a final symbolic link. */
+  /** Changes owner without following a final symbolic link (the link itself gets the owner). */
   chown(hostPath: string, uid: number | undefined, gid: number | undefined): void {
     fs.lchownSync(this.resolve(hostPath), uid ?? -1, gid ?? -1);
   }
@@ -180,10 +207,17 @@ export class HostFs {
   /** Points `hostPath` at `target` atomically (temp link, then rename over what was there). */
   symlink(target: string, hostPath: string): void {
     const link = this.resolve(hostPath);
-    const temp = path.join(path.dirname(link), `.${path.basename(link)}.driftless-${process.pid}`);
-    fs.rmSync(temp, { force: true });
-    fs.symlinkSync(target, temp);
-    fs.renameSync(temp, link);
+    this.#tidy(path.dirname(link));
+    const temp = createTemp(path.dirname(link), (name) => {
+      fs.symlinkSync(target, name);
+      return name;
+    });
+    try {
+      fs.renameSync(temp, link);
+    } catch (error) {
+      fs.rmSync(temp, { force: true });
+      throw error;
+    }
   }
 
   /** Removes a file, a link or an empty directory. A directory with content is refused. */
@@ -206,7 +240,6 @@ export class HostFs {
     } else {
       fs.unlinkSync(target);
     }
-    this.#resolvedDirs.clear();
   }
 
   /** Writes a file in place (for trees being built in a private temp directory). */
@@ -242,13 +275,11 @@ export class HostFs {
 
   rename(from: string, to: string): void {
     fs.renameSync(this.resolve(from), this.resolve(to));
-    this.#resolvedDirs.clear();
   }
 
   /** Removes a whole tree (for the agent's own caches, never for managed resources). */
   removeTree(hostPath: string): void {
     fs.rmSync(this.resolve(hostPath), { recursive: true, force: true });
-    this.#resolvedDirs.clear();
   }
 
   /** The raw node:fs module, for libraries that take a filesystem (isomorphic-git). */
@@ -256,24 +287,122 @@ export class HostFs {
     return fs;
   }
 
-  #resolveDir(dir: string, hops: number): string {
-    const cached = this.#resolvedDirs.get(dir);
-    if (cached !== undefined) return cached;
-    if (dir === "/") return this.root;
-    const parent = this.#resolveDir(path.posix.dirname(dir), hops);
-    const candidate = path.join(parent, path.posix.basename(dir));
-    const st = fs.lstatSync(candidate, { throwIfNoEntry: false });
-    let resolved = candidate;
-    if (st?.isSymbolicLink()) {
-      if (hops >= MAX_LINK_HOPS) {
-        throw new DriftlessError(`too many levels of symbolic links under ${dir}`, { code: "ELOOP", phase: "apply" });
+  /**
+   * The names of the components of `normal` (a normalised host path) once its links are
+   * resolved inside the root, now: an absolute target starts again at the root, `..` never
+   * climbs above it. The final component is followed only with `followFinal`. Components that
+   * do not exist are kept as they are.
+   */
+  #walk(normal: string, followFinal: boolean): string[] {
+    const done: string[] = [];
+    const todo = normal.split("/").filter(Boolean);
+    let hops = 0;
+    let missing = false;
+    while (todo.length > 0) {
+      const name = todo.shift() as string;
+      if (name === ".") continue;
+      if (name === "..") {
+        done.pop();
+        continue;
       }
-      const link = fs.readlinkSync(candidate);
-      const inRoot = path.posix.isAbsolute(link) ? link : path.posix.join(path.posix.dirname(dir), link);
-      resolved = this.#resolveDir(normalizeHostPath(inRoot), hops + 1);
+      if (missing || (todo.length === 0 && !followFinal)) {
+        done.push(name);
+        continue;
+      }
+      const candidate = path.join(this.root, ...done, name);
+      const st = lstatOrNull(candidate);
+      if (st?.isSymbolicLink()) {
+        if (++hops > MAX_LINK_HOPS) {
+          throw new DriftlessError(`too many levels of symbolic links in ${normal}`, { code: "ELOOP", phase: "apply" });
+        }
+        const target = fs.readlinkSync(candidate);
+        if (target.startsWith("/")) done.length = 0;
+        todo.unshift(...target.split("/").filter(Boolean));
+        continue;
+      }
+      if (!st) missing = true;
+      done.push(name);
     }
-    this.#resolvedDirs.set(dir, resolved);
-    return resolved;
+    return done;
+  }
+
+  /**
+   * Runs `change` on a descriptor of the entry at `target` itself, opened without following a
+   * final link (and without blocking on a FIFO): a link swapped in since the path was read is
+   * refused, never followed.
+   */
+  #inPlace(target: string, hostPath: string, flags: number, change: (fd: number) => void): void {
+    let fd: number;
+    try {
+      fd = fs.openSync(target, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | flags);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === "ELOOP" && lstatOrNull(target)?.isSymbolicLink()) {
+        throw new DriftlessError(`${hostPath} is now a symbolic link; its mode and owner were left alone`, {
+          code: "ELINK",
+          phase: "apply",
+        });
+      }
+      throw error;
+    }
+    try {
+      change(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+
+  /** Removes the temp files a killed run left in `dir`, once per run; never fails. */
+  #tidy(dir: string): void {
+    if (this.#tidied.has(dir)) return;
+    this.#tidied.add(dir);
+    let names: string[];
+    try {
+      names = fs.readdirSync(dir);
+    } catch {
+      return;
+    }
+    for (const name of names) {
+      if (!STALE_TEMP.test(name)) continue;
+      try {
+        if (!lstatOrNull(path.join(dir, name))?.isDirectory()) fs.unlinkSync(path.join(dir, name));
+      } catch {
+        // Left for a later run: a stale temp file never fails a write.
+      }
+    }
+  }
+}
+
+/** Creates a new temp entry in `dir` with `make` (which must fail with EEXIST on a clash). */
+function createTemp<T>(dir: string, make: (name: string) => T): T {
+  for (let attempt = 0; ; attempt++) {
+    const name = path.join(dir, `${TEMP_PREFIX}${randomBytes(8).toString("hex")}.tmp`);
+    try {
+      return make(name);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== "EEXIST" || attempt >= 8) throw error;
+    }
+  }
+}
+
+/**
+ * Owner first, then mode: changing the owner clears setuid and setgid, so the mode set after
+ * it keeps them. The owner is changed only when it differs (an unprivileged agent may keep
+ * its own files).
+ */
+function setOwnerAndMode(fd: number, mode: number, uid: number | undefined, gid: number | undefined): void {
+  if (uid !== undefined || gid !== undefined) {
+    const st = fs.fstatSync(fd);
+    if ((uid ?? st.uid) !== st.uid || (gid ?? st.gid) !== st.gid) fs.fchownSync(fd, uid ?? -1, gid ?? -1);
+  }
+  fs.fchmodSync(fd, mode);
+}
+
+function lstatOrNull(machinePath: string): fs.Stats | null {
+  try {
+    return fs.lstatSync(machinePath, { throwIfNoEntry: false }) ?? null;
+  } catch (error) {
+    if (isNotFound(error)) return null;
+    throw error;
   }
 }
 

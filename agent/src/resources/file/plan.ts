@@ -85,7 +85,9 @@ export function planFile(desired: DesiredFile, actual: ActualFile, accounts: Acc
     diff = actual.text !== undefined ? unifiedDiff(path, actual.text, content) : undefined;
     diff ??= "binary or large content differs";
   } else {
-    if (modeDiffers) steps.push({ op: "file.chmod", path, mode: desired.mode as number });
+    // Owner first, then mode: a change of owner clears setuid and setgid, the mode set after it
+    // keeps them, so one run converges.
+    const keptMode = desired.mode ?? actual.mode;
     if (ownerDiffers || groupDiffers) {
       steps.push({
         op: "file.chown",
@@ -93,6 +95,9 @@ export function planFile(desired: DesiredFile, actual: ActualFile, accounts: Acc
         ...(ownerDiffers ? owner : {}),
         ...(groupDiffers ? group : {}),
       });
+    }
+    if (modeDiffers || ((ownerDiffers || groupDiffers) && keptMode !== undefined && keptMode & 0o6000)) {
+      steps.push({ op: "file.chmod", path, mode: keptMode as number });
     }
   }
   return steps.length ? change(desired, "update", drift, steps, diff) : null;

@@ -1,9 +1,28 @@
 import * as z from "zod";
 import { resourceIdList } from "../schema-common.js";
 
+const NAME_MAX = 255;
+const PATH_MAX = 4095;
+
+/** An absolute path on the managed host that names one entry: never `/` itself, never `..`. */
+const hostPath = z
+  .string()
+  .regex(/^\//, "must be an absolute path")
+  .superRefine((value, ctx) => {
+    const refuse = (message: string) => ctx.addIssue({ code: "custom", message });
+    const names = value.split("/").filter((name) => name !== "" && name !== ".");
+    if (value.startsWith("/") && names.length === 0) refuse("must name an entry below /, not / itself");
+    if (value.includes("\0")) refuse("must not contain a NUL character");
+    if (/[\n\r]/.test(value)) refuse("must not contain a line break");
+    if (names.includes("..")) refuse('must not contain ".." segments');
+    if (names.some((name) => Buffer.byteLength(name) > NAME_MAX))
+      refuse(`a name in it is longer than ${NAME_MAX} bytes`);
+    if (Buffer.byteLength(value) > PATH_MAX) refuse(`longer than ${PATH_MAX} bytes`);
+  });
+
 export const fileEntrySchema = z
   .strictObject({
-    path: z.string().regex(/^\//, "must be an absolute path").describe("Absolute path on the managed host."),
+    path: hostPath.describe("Absolute path on the managed host."),
     state: z
       .enum(["file", "directory", "link", "absent"])
       .default("file")
