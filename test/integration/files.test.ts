@@ -15,6 +15,7 @@ import {
 import * as path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import type { FileStep } from "../../agent/src/engine/types.js";
+import { readOsRelease } from "../../agent/src/facts/collect.js";
 import type { Clock } from "../../agent/src/host/clock.js";
 import { systemClock } from "../../agent/src/host/clock.js";
 import { HostFs } from "../../agent/src/host/fs.js";
@@ -341,6 +342,10 @@ describe("files stay inside the root and never go through a swapped link", () =>
     }
     const fs = new HostFs(root);
     expect(fs.readTextIfExists("/etc/hostname")).toBe("image\n");
+    mkdirSync(path.join(root, "usr/lib"), { recursive: true });
+    writeFileSync(path.join(root, "usr/lib/os-release"), 'PRETTY_NAME="Image OS"\n');
+    symlinkSync("/usr/lib/os-release", path.join(root, "etc/os-release")); // as Debian ships it, made absolute
+    expect(readOsRelease(fs)).toBe('PRETTY_NAME="Image OS"\n');
     const found = readAccounts(fs);
     expect([found.users.get("edge"), found.groups.get("edge")]).toEqual([4242, 4343]);
     symlinkSync("/nowhere", path.join(root, "etc/missing"));
@@ -395,6 +400,15 @@ describe("files stay inside the root and never go through a swapped link", () =>
     ]);
     expect(readFileSync(path.join(dir, "static.txt"), "utf8")).toBe("static\n");
     expect(readdirSync(dir).sort()).toEqual(["current", "edge.conf", "static.txt"]);
+  });
+
+  it("removes a directory that holds nothing but a temp file a killed run left", async () => {
+    const root = tempDir();
+    mkdirSync(path.join(root, "etc/old"), { recursive: true });
+    writeFileSync(path.join(root, "etc/old", `.app.conf.driftless-${process.pid}`), "left by a killed run");
+    const outcome = await apply(root, everyone("files:\n  - { path: /etc/old, state: absent }\n"), tempDir());
+    expect(outcome.results.map((r) => `${r.resource} ${r.outcome}`)).toEqual(["file:/etc/old changed"]);
+    expect(existsSync(path.join(root, "etc/old"))).toBe(false);
   });
 
   it("manages a name of the longest legal length", async () => {

@@ -11,7 +11,7 @@
  *
  * Temp files are named `.driftless-<16 hex>.tmp` (created with O_EXCL, a new name on a clash);
  * those a killed run left behind, and the older `.<name>.driftless-<pid>` ones, are removed from
- * a directory before the agent first writes into it.
+ * a directory before the agent first writes into it, or removes it.
  *
  * Calls are synchronous on purpose: the agent does one apply at a time, and for thousands of
  * small files synchronous metadata calls are several times faster than the thread pool.
@@ -226,6 +226,7 @@ export class HostFs {
     const st = fs.lstatSync(target, { throwIfNoEntry: false });
     if (!st) return;
     if (st.isDirectory()) {
+      this.#tidy(target); // a temp file a killed run left does not keep the directory
       try {
         fs.rmdirSync(target);
       } catch (error) {
