@@ -6,8 +6,9 @@
  * so a link such as `/var/run -> /run` in an image never leads a write onto the machine that
  * runs the agent. Every call resolves its path again, component by component, right before
  * its system call: a link created earlier in the same run (by a file resource or a package) is
- * followed inside the root like any other. Calls that change an entry in place (mode, owner)
- * go through a descriptor opened without following a final link, and refuse a link found there.
+ * followed inside the root like any other. A mode is changed through a descriptor opened
+ * without following a final link, and a link found there is refused; an owner is changed with
+ * `lchown`, which never follows one.
  *
  * Temp files are named `.driftless-<16 hex>.tmp` (created with O_EXCL, a new name on a clash);
  * those a killed run left behind, and the older `.<name>.driftless-<pid>` ones, are removed from
