@@ -9,6 +9,7 @@
  * Calls are synchronous on purpose: the agent does one apply at a time, and for thousands of
  * small files synchronous metadata calls are several times faster than the thread pool.
  */
+import { createHash } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { DriftlessError } from "../errors.js";
@@ -275,6 +276,60 @@ export class HostFs {
     this.#resolvedDirs.set(dir, resolved);
     return resolved;
   }
+
+  /**
+   * Calls `onChunk` with the file's content piece by piece, so a large file is never held whole.
+   * The chunk's memory is reused for the next one: copy what must be kept.
+   */
+  readChunks(hostPath: string, onChunk: (chunk: Buffer) => void): void {
+    readChunksOf(this.resolve(hostPath), onChunk);
+  }
+
+  /**
+   * Writes a file atomically (as `writeFileAtomic`) with the content of `sourcePath`, a path on
+   * this machine (the repository's checkout, not under the root), copied piece by piece. With
+   * `sha256`, the copy is checked against it before the rename: a source that changed since it
+   * was hashed replaces nothing.
+   */
+  writeFileAtomicFrom(hostPath: string, sourcePath: string, options: WriteOptions & { sha256?: string }): void {
+    const target = this.resolve(hostPath);
+    const temp = path.join(path.dirname(target), `.${path.basename(target)}.driftless-${process.pid}`);
+    const fd = fs.openSync(temp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o600);
+    try {
+      const hash = createHash("sha256");
+      readChunksOf(sourcePath, (chunk) => {
+        hash.update(chunk);
+        for (let done = 0; done < chunk.length; ) done += fs.writeSync(fd, chunk, done);
+      });
+      if (options.sha256 !== undefined && hash.digest("hex") !== options.sha256) {
+        throw new DriftlessError(`${sourcePath} changed while the run was using it`, {
+          code: "ESOURCE",
+          phase: "apply",
+          retryable: true,
+        });
+      }
+      if (options.uid !== undefined || options.gid !== undefined) {
+        const st = fs.fstatSync(fd);
+        if ((options.uid ?? st.uid) !== st.uid || (options.gid ?? st.gid) !== st.gid) {
+          fs.fchownSync(fd, options.uid ?? -1, options.gid ?? -1);
+        }
+      }
+      fs.fchmodSync(fd, options.mode);
+      fs.fsyncSync(fd);
+    } catch (error) {
+      fs.closeSync(fd);
+      fs.rmSync(temp, { force: true });
+      throw error;
+    }
+    fs.closeSync(fd);
+    try {
+      fs.renameSync(temp, target);
+    } catch (error) {
+      fs.rmSync(temp, { force: true });
+      throw error;
+    }
+    syncDirectory(path.dirname(target));
+  }
 }
 
 /** Normalises an absolute host path; `..` can never climb above `/`. */
@@ -300,4 +355,20 @@ function syncDirectory(dir: string): void {
 function isNotFound(error: unknown): boolean {
   const code = (error as NodeJS.ErrnoException).code;
   return code === "ENOENT" || code === "ENOTDIR";
+}
+
+const CHUNK_BYTES = 1 << 20;
+
+function readChunksOf(file: string, onChunk: (chunk: Buffer) => void): void {
+  const fd = fs.openSync(file, "r");
+  try {
+    const buffer = Buffer.allocUnsafe(CHUNK_BYTES);
+    for (;;) {
+      const n = fs.readSync(fd, buffer, 0, CHUNK_BYTES, null);
+      if (n === 0) break;
+      onChunk(buffer.subarray(0, n));
+    }
+  } finally {
+    fs.closeSync(fd);
+  }
 }

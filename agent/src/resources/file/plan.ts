@@ -6,7 +6,8 @@ import { nameOf, resolveId } from "./accounts.js";
 
 const DEFAULT_FILE_MODE = 0o644;
 const DEFAULT_DIR_MODE = 0o755;
-const MAX_DIFF_BYTES = 256 * 1024;
+/** Larger content is never diffed, nor held to be diffed. */
+export const MAX_DIFF_BYTES = 256 * 1024;
 
 export function formatMode(mode: number | undefined): string | undefined {
   return mode === undefined ? undefined : `0${mode.toString(8).padStart(3, "0")}`;
