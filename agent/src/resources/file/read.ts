@@ -64,8 +64,10 @@ export function readFiles(
         } else {
           const read = readContent(fs, desired.path, st.size);
           found.contentHash = read.hash;
-          if (found.contentHash !== desired.contentHash && read.content && isText(read.content)) {
-            found.text = read.content.toString("utf8");
+          // A sensitive file's content is never kept: it has no diff.
+          const { content } = read;
+          if (found.contentHash !== desired.contentHash && !desired.sensitive && content && isText(content)) {
+            found.text = content.toString("utf8");
           }
           records.set(desired.id, {
             fingerprint: fingerprintOf(st),
