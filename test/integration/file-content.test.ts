@@ -49,6 +49,22 @@ describe("inline content", () => {
     );
     expect(errors).toEqual([expect.stringMatching(/^p\.yaml:7:14 files\[1\]\.content .*1 MiB.*source:/)]);
   });
+  it("does not parse a YAML file over 4 MiB: an error unless a profile uses it as source", async () => {
+    const big = `apiVersion: driftless/v1\nkind: Profile\nname: q\nfiles:\n  - path: /etc/big\n    content: ${"x".repeat(4 * 1024 * 1024)}\n`;
+    const errors = await errorsOf(makeRepo({ "fleet.yaml": everyone, "p.yaml": profile("p", ""), "big.yaml": big }));
+    expect(errors).toEqual([
+      expect.stringMatching(/^big\.yaml:undefined:undefined {2}\d+ bytes: .*at most 4 MiB.*source:/),
+    ]);
+
+    const root = tempDir();
+    const repo = makeRepo({
+      "fleet.yaml": everyone,
+      "p.yaml": profile("p", "files:\n  - { path: /srv/data.yaml, source: data.yaml }\n"),
+      "data.yaml": `items: [${"1, ".repeat(2 * 1024 * 1024)}1]\n`,
+    });
+    expect((await run(root, repo, { mode: "apply" })).exitCode).toBe(2);
+    expect(statSync(path.join(root, "srv/data.yaml")).size).toBe(statSync(path.join(repo, "data.yaml")).size);
+  });
 });
 
 describe("templates", () => {
