@@ -6,7 +6,7 @@ import { nameOf, resolveId } from "./accounts.js";
 
 const DEFAULT_FILE_MODE = 0o644;
 const DEFAULT_DIR_MODE = 0o755;
-/** What a sensitive file shows instead of a diff: its content never leaves the host's memory. */
+/** What a sensitive file shows instead of a diff: its content goes nowhere but into the file. */
 export const SENSITIVE_NEW = "content not shown (sensitive)";
 export const SENSITIVE_CHANGED = "content differs (sensitive)";
 /** Larger content is never diffed, nor held to be diffed. */
