@@ -5,8 +5,9 @@
  * Node, bound into the host) that reads its port and greeting from /etc/dl-web/web.conf at
  * start, so the tests can see from outside which configuration the running daemon has.
  *
- * The first suite boots one host and runs its scenarios in order, each building on the state
- * the previous one left. The second converges an unbooted tree with `--root` from this machine.
+ * The first suite boots one host once; each scenario first brings it to the state it starts from
+ * (it applies its starting profile, or purges packages), so a failed scenario does not fail the
+ * ones after it. The second converges an unbooted tree with `--root` from this machine.
  * Tests headed by a `BUG:` comment show agent bugs: they fail until the agent is fixed.
  */
 import {
@@ -334,10 +335,34 @@ describe.skipIf(!support.can)("driftless converges a booted Debian host", () => 
     );
     const report = parseReport<ReportJson>(`driftless ${verb}`, result);
     expect(report.exitCode, "the JSON's exitCode is the process's").toBe(result.exitCode);
-    if (verb === "apply" && result.exitCode !== 1) applied.push(report.status);
+    if (verb === "apply" && result.exitCode !== 1 && !args.includes("--state")) applied.push(report.status);
     // What an assertion on the exit code prints when it fails.
     const why = [result.stderr, ...report.errors.map((e) => JSON.stringify(e)), JSON.stringify(report.problems)];
     return { exitCode: result.exitCode, report, stderr: why.join("\n") };
+  }
+
+  /**
+   * Brings the host to the state a scenario starts from: sets the profile and applies it, which
+   * must leave nothing failed (whatever an earlier scenario left behind).
+   */
+  async function given(...profile: Parameters<typeof setProfile>): Promise<void> {
+    setProfile(...profile);
+    const start = await driftless("apply");
+    expect(
+      start.report.results.filter((r) => r.outcome === "failed"),
+      "the starting profile applies",
+    ).toEqual([]);
+    expect([0, 2], start.stderr).toContain(start.exitCode);
+  }
+
+  /** Removes packages with their configuration, enablement and managed files, as if never installed. */
+  async function purge(...names: string[]): Promise<void> {
+    for (const name of names) {
+      await host.exec("systemctl", ["disable", "--now", `${name}.service`]);
+      await host.exec("dpkg", ["--purge", name]);
+      await host.exec("rm", ["-rf", `/etc/${name}`]);
+    }
+    await host.exec("systemctl", ["daemon-reload"]);
   }
 
   const out = async (file: string, ...args: string[]) => (await host.exec(file, args)).stdout.trim();
@@ -350,8 +375,9 @@ describe.skipIf(!support.can)("driftless converges a booted Debian host", () => 
   }
 
   it("installs a package, writes its config from a template, enables and starts its service", async () => {
+    await purge("dl-web");
     setProfile({ greeting: "hello" });
-    expect(await packageStatus("dl-web")).toBe("");
+    expect(await packageStatus("dl-web")).not.toContain("ok installed");
 
     const first = await driftless("apply");
     expect(first.exitCode, first.stderr).toBe(2);
@@ -391,7 +417,9 @@ describe.skipIf(!support.can)("driftless converges a booted Debian host", () => 
   });
 
   it("restarts the service when a var changes its config file, and only then", async () => {
+    await given({ greeting: "hello" });
     const before = await mainPid("dl-web");
+    expect(before).toBeGreaterThan(0);
     setProfile({ greeting: "bonjour" });
 
     const plan = await driftless("plan");
@@ -433,6 +461,8 @@ describe.skipIf(!support.can)("driftless converges a booted Debian host", () => 
   });
 
   it("upgrades a 'latest' package once the index is refreshed, keeping the managed config", async () => {
+    await given({ greeting: "bonjour" });
+    expect(await packageStatus("dl-web")).toBe("install ok installed 1.0");
     setProfile({ greeting: "bonjour", packageState: "latest" });
     expect((await driftless("plan")).exitCode).toBe(0); // nothing newer known yet
 
@@ -463,6 +493,7 @@ describe.skipIf(!support.can)("driftless converges a booted Debian host", () => 
   });
 
   it("stops and disables a service", async () => {
+    await given({ greeting: "bonjour" });
     setProfile({ greeting: "bonjour", service: "enabled: false, state: stopped" });
 
     const apply = await driftless("apply");
@@ -488,13 +519,15 @@ describe.skipIf(!support.can)("driftless converges a booted Debian host", () => 
   });
 
   it("removes a package with state: absent", async () => {
+    await given({ greeting: "bonjour", service: "enabled: false, state: stopped" });
+    const version = (await packageStatus("dl-web")).split(" ").at(-1);
     setProfile(WEB_GONE);
 
     const apply = await driftless("apply");
     expect(apply.exitCode, apply.stderr).toBe(2);
     expect(brief(apply.report.changes)).toEqual([{ resource: "package:dl-web", action: "remove", outcome: "changed" }]);
     // Removed, not purged: the conffiles stay, as with `apt-get remove`.
-    expect(await packageStatus("dl-web")).toBe("deinstall ok config-files 2.0");
+    expect(await packageStatus("dl-web")).toBe(`deinstall ok config-files ${version}`);
     expect(existsSync(path.join(host.rootDir, "usr/lib/dl-web/server.js"))).toBe(false);
     expect(await out("systemctl", "show", "-p", "LoadState", "--value", "dl-web")).toBe("not-found");
 
@@ -508,9 +541,9 @@ describe.skipIf(!support.can)("driftless converges a booted Debian host", () => 
   // reached exactly the declared state exits 4 (and the next one 0). See SystemdManager.act in
   // agent/src/resources/service/systemd.ts.
   it("removes a package and stops and disables its service in the same run without failing", async () => {
-    setProfile({ greeting: "bonjour" }); // back: installed, enabled, running
-    expect((await driftless("apply")).exitCode).toBe(2);
+    await given({ greeting: "bonjour" }); // installed, enabled, running
     expect(await out("systemctl", "is-active", "dl-web")).toBe("active");
+    const version = (await packageStatus("dl-web")).split(" ").at(-1);
 
     setProfile({ ...WEB_GONE, service: "enabled: false, state: stopped" });
     const apply = await driftless("apply");
@@ -519,7 +552,7 @@ describe.skipIf(!support.can)("driftless converges a booted Debian host", () => 
       "no resource fails",
     ).toEqual([]);
     expect(apply.exitCode, apply.stderr).toBe(2);
-    expect(await packageStatus("dl-web")).toBe("deinstall ok config-files 2.0");
+    expect(await packageStatus("dl-web")).toBe(`deinstall ok config-files ${version}`);
     expect(await out("systemctl", "is-active", "dl-web")).toBe("inactive");
     expect(existsSync(path.join(host.rootDir, "etc/systemd/system/multi-user.target.wants/dl-web.service"))).toBe(
       false,
@@ -536,6 +569,8 @@ describe.skipIf(!support.can)("driftless converges a booted Debian host", () => 
       "services:",
       "  - { name: dl-tick, enabled: true, state: running, after: [package:dl-nowhere] }",
     ]);
+    await given(WEB_GONE);
+    await purge("dl-tick");
     setProfile(WEB_GONE, { tick });
 
     const apply = await driftless("apply");
@@ -585,6 +620,15 @@ describe.skipIf(!support.can)("driftless converges a booted Debian host", () => 
         "services:",
         "  - { name: dl-tick, state: running, onNotify: reload }",
       ]);
+    const installed = profileDoc("tick", [
+      "packages:",
+      "  - { name: dl-tick }",
+      "files:",
+      '  - { path: /etc/dl-tick/motd, content: "tick 1\\n" }',
+      "services:",
+      "  - { name: dl-tick, state: stopped }",
+    ]);
+    await given(WEB_GONE, { tick: installed });
     setProfile(WEB_GONE, { tick: tick("tick 2") });
     const start = await driftless("apply");
     expect(start.exitCode, start.stderr).toBe(2);
@@ -624,6 +668,16 @@ describe.skipIf(!support.can)("driftless converges a booted Debian host", () => 
   // profile does not ask for `state: running`. systemctl refuses to reload an inactive unit, so
   // a config change fails the run (exit 4) for a service the profile does not want running.
   it("does not fail the run when a notify would reload a service that is not running", async () => {
+    await given(WEB_GONE, {
+      tick: profileDoc("tick", [
+        "packages:",
+        "  - { name: dl-tick }",
+        "files:",
+        '  - { path: /etc/dl-tick/motd, content: "tick 3\\n" }',
+        "services:",
+        "  - { name: dl-tick, state: running }",
+      ]),
+    });
     await host.execChecked("systemctl", ["stop", "dl-tick"]); // stopped by hand: not the profile's business
     setProfile(WEB_GONE, {
       tick: profileDoc("tick", [
@@ -649,6 +703,7 @@ describe.skipIf(!support.can)("driftless converges a booted Debian host", () => 
   // on the running unit does nothing, and the daemon keeps its packaged configuration; the next
   // run finds the file in sync and the service active, so it never picks the managed one up.
   it("runs a service its package starts on install with the managed config, not the packaged one", async () => {
+    await purge("dl-auto");
     setProfile(
       WEB_GONE,
       {
@@ -685,36 +740,50 @@ describe.skipIf(!support.can)("driftless converges a booted Debian host", () => 
   });
 
   it("lists the runs and their results with status --json", async () => {
-    const result = await host.exec("node", ["/opt/driftless/bin/driftless.js", "status", "--json", "--limit", "100"]);
-    expect(result.exitCode, result.stderr).toBe(0);
-    const { stateDir, runs } = parseReport<{ stateDir: string; runs: RunJson[] }>("driftless status", result);
-    expect(stateDir).toBe("/var/lib/driftless");
+    const status = async (...args: string[]) => {
+      const result = await host.exec("node", ["/opt/driftless/bin/driftless.js", "status", "--json", ...args]);
+      expect(result.exitCode, result.stderr).toBe(0);
+      return parseReport<{ stateDir: string; runs: RunJson[] }>("driftless status", result);
+    };
+    const all = await status("--limit", "1000");
+    expect(all.stateDir).toBe("/var/lib/driftless");
     expect(existsSync(path.join(host.rootDir, "var/lib/driftless/state.db"))).toBe(true);
-
     // Newest first; every apply of this file, none of its plans.
-    expect(runs.map((r) => r.result)).toEqual([...applied].reverse());
-    expect(new Set(runs.map((r) => r.id)).size).toBe(runs.length);
+    expect(all.runs.map((r) => r.result)).toEqual([...applied].reverse());
+    expect(new Set(all.runs.map((r) => r.id)).size).toBe(all.runs.length);
 
-    const first = runs.at(-1);
-    expect(first?.result).toBe("changed");
-    expect(brief((first?.changes ?? []).filter((c) => !c.triggeredBy))).toEqual([
-      { resource: "package:dl-web", action: "install", outcome: "changed" },
-      { resource: WEB_FILE, action: "create", outcome: "changed" },
-      { resource: "service:dl-web", action: "enable+start", outcome: "changed" },
-    ]);
-    expect(first?.summary).toMatchObject({ resources: 3, failed: 0, skipped: 0 });
-    expect(first?.summary.changed).toBeGreaterThanOrEqual(3);
+    // Runs of its own, in a state directory of its own: one that fails, then one in sync.
+    await given(WEB_GONE);
+    const stateDir = "/var/lib/dl-status";
+    await host.exec("rm", ["-rf", stateDir, "/etc/dl-status"]);
+    setProfile(WEB_GONE, {
+      status: profileDoc("status", [
+        "packages:",
+        "  - { name: dl-nowhere }",
+        "files:",
+        '  - { path: /etc/dl-status/motd, content: "status\\n" }',
+        '  - { path: /etc/dl-status/after, content: "after\\n", after: [package:dl-nowhere] }',
+      ]),
+    });
+    const failing = await driftless("apply", "--state", stateDir);
+    expect(failing.exitCode, failing.stderr).toBe(4);
+    setProfile(WEB_GONE);
+    const inSync = await driftless("apply", "--state", stateDir);
+    expect(inSync.exitCode, inSync.stderr).toBe(0);
 
-    const failed = runs.find((r) => r.result === "failed" && r.summary.changed === 2);
-    expect(failed?.summary).toMatchObject({ resources: 5, changed: 2, failed: 1, skipped: 1 });
+    const own = await status("--state", stateDir);
+    expect(own.stateDir).toBe(stateDir);
+    expect(own.runs.map((r) => r.result)).toEqual(["in-sync", "failed"]);
+    const failed = own.runs[1];
+    expect(failed?.summary).toMatchObject({ resources: 4, changed: 1, failed: 1, skipped: 1 });
     expect(failed?.errors).toEqual([
       { resource: "package:dl-nowhere", message: expect.stringContaining("Unable to locate package dl-nowhere") },
     ]);
-    expect(brief(failed?.changes ?? [])).toContainEqual({
-      resource: "service:dl-tick",
-      action: "enable+start",
-      outcome: "skipped",
-    });
+    expect(brief(failed?.changes ?? [])).toEqual([
+      { resource: "package:dl-nowhere", action: "install", outcome: "failed" },
+      { resource: "file:/etc/dl-status/motd", action: "create", outcome: "changed" },
+      { resource: "file:/etc/dl-status/after", action: "create", outcome: "skipped" },
+    ]);
   });
 });
 

@@ -156,21 +156,15 @@ describe("files converge into a root", () => {
     const st = fs.lstat("/a");
     if (!st) throw new Error("no file");
     const later = st.ctimeNs + 10_000_000_000n;
-    const trusted = readFiles(
-      fs,
-      [desired],
-      new Map([[desired.id, { fingerprint: fingerprintOf(st), contentHash: "recorded", recordedAtNs: later }]]),
-      later,
-    );
-    expect(trusted.actual.get(desired.id)).toMatchObject({ contentHash: "recorded", fromFingerprint: true });
+    const recorded = (recordedAtNs: bigint) =>
+      new Map([[desired.id, { fingerprint: fingerprintOf(st), contentHash: sha256("x"), recordedAtNs }]]);
+    const trusted = readFiles(fs, [desired], recorded(later), later);
+    expect(trusted.actual.get(desired.id)).toMatchObject({ contentHash: sha256("x"), fromFingerprint: true });
     expect(trusted.records.size).toBe(0);
-    const racy = readFiles(
-      fs,
-      [desired],
-      new Map([[desired.id, { fingerprint: fingerprintOf(st), contentHash: "recorded", recordedAtNs: st.ctimeNs }]]),
-      later,
-    );
-    expect(racy.actual.get(desired.id)?.contentHash).toBe(sha256("x"));
+    const racy = readFiles(fs, [desired], recorded(st.ctimeNs), later);
+    expect(racy.actual.get(desired.id)).toMatchObject({ contentHash: sha256("x") });
+    expect(racy.actual.get(desired.id)?.fromFingerprint).toBeUndefined();
+    expect(racy.records.size).toBe(1);
   });
 
   it("fails one resource, skips what depends on it, and applies the rest", async () => {

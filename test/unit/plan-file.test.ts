@@ -108,4 +108,43 @@ describe("planFile", () => {
     const change = planFile(desired, { type: "file", mode: 0o755, uid: 0, gid: 0, contentHash: "00" }, accounts);
     expect(change?.diff).toBe("binary or large content differs");
   });
+
+  it("never puts a sensitive file's content in its diff or drift: hashes only", () => {
+    const secret = Buffer.from("new-secret\n");
+    const desired = file("/etc/key.pem", { content: secret, sensitive: true });
+    const created = planFile(desired, { type: "absent" }, accounts);
+    expect(created?.diff).toBe("content not shown (sensitive)");
+    const actual = { type: "file" as const, mode: 0o600, uid: 0, gid: 0, contentHash: sha256("old\n"), text: "old\n" };
+    const updated = planFile(desired, actual, accounts);
+    expect(updated?.diff).toBe("content differs (sensitive)");
+    expect(updated?.drift).toEqual([
+      { field: "content", desired: `sha256:${sha256(secret)}`, actual: `sha256:${sha256("old\n")}` },
+    ]);
+    for (const change of [created, updated]) {
+      const { steps: _steps, ...shown } = change ?? {};
+      expect(JSON.stringify(shown)).not.toMatch(/secret|old\\n/);
+    }
+  });
+
+  it("copies content it does not hold from its repository file, checked against its hash", () => {
+    const desired = file("/srv/big.bin", { contentFrom: "/repo/files/big.bin", contentHash: "ab".repeat(32) });
+    const created = planFile(desired, { type: "absent" }, accounts);
+    expect(created?.steps).toEqual([
+      { op: "file.copy", path: "/srv/big.bin", from: "/repo/files/big.bin", sha256: "ab".repeat(32), mode: 0o644 },
+    ]);
+    expect(created?.diff).toBeUndefined();
+    const updated = planFile(desired, { type: "file", mode: 0o600, uid: 0, gid: 0, contentHash: "cd" }, accounts);
+    expect(updated?.steps).toEqual([
+      {
+        op: "file.copy",
+        path: "/srv/big.bin",
+        from: "/repo/files/big.bin",
+        sha256: "ab".repeat(32),
+        mode: 0o600,
+        owner: "0",
+        group: "0",
+      },
+    ]);
+    expect(updated?.diff).toBe("binary or large content differs");
+  });
 });

@@ -4,6 +4,8 @@ import type { Drift, ResourceKind } from "../resources/types.js";
 
 export type FileStep =
   | { op: "file.write"; path: string; content: Buffer; mode: number; owner?: string; group?: string }
+  /** A write whose content is copied, in chunks, from a repository file (`from`, checked against `sha256`). */
+  | { op: "file.copy"; path: string; from: string; sha256: string; mode: number; owner?: string; group?: string }
   | { op: "file.mkdir"; path: string; mode: number; owner?: string; group?: string }
   | { op: "file.link"; path: string; target: string }
   | { op: "file.chmod"; path: string; mode: number }

@@ -17,7 +17,7 @@
  * Calls are synchronous on purpose: the agent does one apply at a time, and for thousands of
  * small files synchronous metadata calls are several times faster than the thread pool.
  */
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { DriftlessError } from "../errors.js";
@@ -141,30 +141,39 @@ export class HostFs {
    * directory.
    */
   writeFileAtomic(hostPath: string, data: Uint8Array, options: WriteOptions): void {
-    const target = this.resolve(hostPath);
-    const dir = path.dirname(target);
-    this.#tidy(dir);
-    const { fd, temp } = createTemp(dir, (name) => ({
-      fd: fs.openSync(name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600),
-      temp: name,
-    }));
-    try {
-      fs.writeSync(fd, data);
-      setOwnerAndMode(fd, options.mode, options.uid, options.gid);
-      fs.fsyncSync(fd);
-    } catch (error) {
-      fs.closeSync(fd);
-      fs.rmSync(temp, { force: true });
-      throw error;
-    }
-    fs.closeSync(fd);
-    try {
-      fs.renameSync(temp, target);
-    } catch (error) {
-      fs.rmSync(temp, { force: true });
-      throw error;
-    }
-    syncDirectory(dir);
+    this.#writeAtomic(hostPath, options, (fd) => writeAll(fd, data));
+  }
+
+  /**
+   * Writes a file atomically (as `writeFileAtomic`) with the content of `sourcePath`, a path on
+   * this machine (the repository's checkout, not under the root), copied piece by piece. With
+   * `sha256`, the copy is checked against it before the rename: a source that changed since it
+   * was hashed replaces nothing.
+   */
+  writeFileAtomicFrom(hostPath: string, sourcePath: string, options: WriteOptions & { sha256?: string }): void {
+    this.#writeAtomic(hostPath, options, (fd) => {
+      const hash = createHash("sha256");
+      readChunksOf(sourcePath, (chunk) => {
+        hash.update(chunk);
+        writeAll(fd, chunk);
+      });
+      if (options.sha256 !== undefined && hash.digest("hex") !== options.sha256) {
+        throw new DriftlessError(`${sourcePath} changed while the run was using it`, {
+          code: "ESOURCE",
+          phase: "apply",
+          retryable: true,
+        });
+      }
+    });
+  }
+
+  /**
+   * Calls `onChunk` with the file's content piece by piece (a link followed inside the root), so
+   * a large file is never held whole. The chunk's memory is reused for the next one: copy what
+   * must be kept.
+   */
+  readChunks(hostPath: string, onChunk: (chunk: Buffer) => void): void {
+    readChunksOf(this.resolveFollowing(hostPath), onChunk);
   }
 
   /** Creates one directory (its parent must exist), then sets its owner, then its mode. */
@@ -353,6 +362,34 @@ export class HostFs {
     }
   }
 
+  /** A new temp file in the target's directory, filled, owned, fsynced, then renamed over it. */
+  #writeAtomic(hostPath: string, options: WriteOptions, fill: (fd: number) => void): void {
+    const target = this.resolve(hostPath);
+    const dir = path.dirname(target);
+    this.#tidy(dir);
+    const { fd, temp } = createTemp(dir, (name) => ({
+      fd: fs.openSync(name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600),
+      temp: name,
+    }));
+    try {
+      fill(fd);
+      setOwnerAndMode(fd, options.mode, options.uid, options.gid);
+      fs.fsyncSync(fd);
+    } catch (error) {
+      fs.closeSync(fd);
+      fs.rmSync(temp, { force: true });
+      throw error;
+    }
+    fs.closeSync(fd);
+    try {
+      fs.renameSync(temp, target);
+    } catch (error) {
+      fs.rmSync(temp, { force: true });
+      throw error;
+    }
+    syncDirectory(dir);
+  }
+
   /** Removes the temp files a killed run left in `dir`, once per run; never fails. */
   #tidy(dir: string): void {
     if (this.#tidied.has(dir)) return;
@@ -431,4 +468,24 @@ function syncDirectory(dir: string): void {
 function isNotFound(error: unknown): boolean {
   const code = (error as NodeJS.ErrnoException).code;
   return code === "ENOENT" || code === "ENOTDIR";
+}
+
+function writeAll(fd: number, data: Uint8Array): void {
+  for (let done = 0; done < data.length; ) done += fs.writeSync(fd, data, done);
+}
+
+const CHUNK_BYTES = 1 << 20;
+
+function readChunksOf(file: string, onChunk: (chunk: Buffer) => void): void {
+  const fd = fs.openSync(file, "r");
+  try {
+    const buffer = Buffer.allocUnsafe(CHUNK_BYTES);
+    for (;;) {
+      const n = fs.readSync(fd, buffer, 0, CHUNK_BYTES, null);
+      if (n === 0) break;
+      onChunk(buffer.subarray(0, n));
+    }
+  } finally {
+    fs.closeSync(fd);
+  }
 }

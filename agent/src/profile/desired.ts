@@ -2,15 +2,16 @@
  * Turns the profiles selected for a host into the list of desired resources: contents read or
  * rendered, ids checked for duplicates, references (`after`, `notify`) checked.
  */
-import { createHash } from "node:crypto";
+import { createHash, type Hash } from "node:crypto";
 import * as path from "node:path";
-import { DriftlessError, type Location } from "../errors.js";
+import { DriftlessError, errorMessage, type Location } from "../errors.js";
 import type { HostFs } from "../host/fs.js";
+import { MAX_DIFF_BYTES } from "../resources/file/plan.js";
 import type { Desired, DesiredFile } from "../resources/types.js";
 import type { Loaded, Repository } from "./load.js";
 import type { ProfileDoc } from "./schema.js";
 import { type HostIdentity, mergeVars } from "./select.js";
-import { createTemplateRenderer, type TemplateRenderer } from "./template.js";
+import { createTemplateRenderer, TEMPLATE_LIMITS, type TemplateRenderer } from "./template.js";
 
 export interface DesiredSet {
   resources: Desired[];
@@ -37,6 +38,10 @@ export async function buildDesired(
   const vars = mergeVars(profiles.map((p) => p.doc.vars));
   const context = { vars, labels: host.labels, facts: host.facts, host: { name: host.name } };
   let renderer: TemplateRenderer | undefined;
+  const getRenderer = async () => {
+    renderer ??= await createTemplateRenderer(fs, repo.dir);
+    return renderer;
+  };
   const resources: Desired[] = [];
   const declared = new Map<string, Location>();
   const origins = new Map<string, Origin>();
@@ -98,57 +103,36 @@ export async function buildDesired(
       if (entry.owner !== undefined) file.owner = entry.owner;
       if (entry.group !== undefined) file.group = entry.group;
       if (entry.target !== undefined) file.target = entry.target;
-      let content: Buffer | undefined;
+      if (entry.sensitive) file.sensitive = true;
       if (entry.content !== undefined) {
-        content = Buffer.from(entry.content, "utf8");
+        setContent(file, Buffer.from(entry.content, "utf8"));
       } else if (entry.source !== undefined || entry.template !== undefined) {
         const field = entry.source !== undefined ? "source" : "template";
         const ref = (entry.source ?? entry.template) as string;
-        const resolved = resolveInRepository(fs, repo, loaded, ref, ["files", i, field]);
+        const at = ["files", i, field];
+        const resolved = resolveInRepository(fs, repo, loaded, ref, at);
         if (resolved instanceof DriftlessError) {
           errors.push(resolved);
           continue;
         }
-        let bytes: Buffer;
-        try {
-          bytes = fs.readFile(resolved.absolute);
-        } catch (error) {
-          const location = loaded.locate(["files", i, field]);
+        digest.update(`${resolved.relative}\0`);
+        const problem =
+          field === "source"
+            ? readSource(fs, resolved, file, digest)
+            : await renderTemplate(fs, resolved, file, digest, getRenderer, context);
+        digest.update("\0");
+        if (problem) {
+          const declared = loaded.locate(at);
+          const location = problem.location ?? declared;
+          const message =
+            field === "template"
+              ? `${problem.message} (rendering ${file.id}, ${declared.file}:${declared.line})`
+              : problem.message;
           errors.push(
-            new DriftlessError(`cannot read ${ref}: ${(error as Error).message}`, {
-              code: "ESOURCE",
-              phase: "load",
-              location,
-            }),
+            new DriftlessError(message, { code: problem.code, phase: problem.phase, location, resource: file.id }),
           );
           continue;
         }
-        digest.update(`${resolved.relative}\0`).update(bytes).update("\0");
-        if (field === "source") {
-          content = bytes;
-        } else {
-          renderer ??= await createTemplateRenderer(fs, repo.dir);
-          const rendered = renderer.render(bytes.toString("utf8"), resolved.relative, context);
-          if (rendered instanceof DriftlessError) {
-            const at = loaded.locate(["files", i, "template"]);
-            errors.push(
-              new DriftlessError(`${rendered.message} (rendering ${file.id}, ${at.file}:${at.line})`, {
-                code: rendered.code,
-                phase: "render",
-                location: rendered.location,
-                resource: file.id,
-              }),
-            );
-            continue;
-          }
-          content = Buffer.from(rendered, "utf8");
-        }
-      } else if (entry.state === "file") {
-        content = undefined; // existence and metadata only
-      }
-      if (content !== undefined) {
-        file.content = content;
-        file.contentHash = createHash("sha256").update(content).digest("hex");
       }
       add(file, loaded, ["files", i, "path"]);
     }
@@ -181,6 +165,77 @@ export function normalizeId(id: string): string {
   if (id.startsWith("service:") && id.endsWith(".service")) return id.slice(0, -".service".length);
   if (id.startsWith("file:")) return `file:${path.posix.normalize(id.slice(5)).replace(/(.)\/+$/, "$1")}`;
   return id;
+}
+
+/** A file's content held in memory (inline, rendered, or a small source). */
+function setContent(file: DesiredFile, content: Buffer): void {
+  file.content = content;
+  file.contentHash = createHash("sha256").update(content).digest("hex");
+}
+
+interface Resolved {
+  absolute: string;
+  relative: string;
+  size: number;
+}
+
+/**
+ * A `source:` file, copied as is. A small one is held (it can be diffed); a large one is hashed in
+ * chunks and copied in chunks when written, never held.
+ */
+function readSource(fs: HostFs, source: Resolved, file: DesiredFile, digest: Hash): DriftlessError | undefined {
+  try {
+    if (source.size <= MAX_DIFF_BYTES) {
+      const bytes = fs.readFile(source.absolute);
+      digest.update(bytes);
+      setContent(file, bytes);
+      return undefined;
+    }
+    const hash = createHash("sha256");
+    fs.readChunks(source.absolute, (chunk) => {
+      hash.update(chunk);
+      digest.update(chunk);
+    });
+    file.contentFrom = source.absolute;
+    file.contentHash = hash.digest("hex");
+    return undefined;
+  } catch (error) {
+    return new DriftlessError(`cannot read ${source.relative}: ${errorMessage(error)}`, {
+      code: "ESOURCE",
+      phase: "load",
+    });
+  }
+}
+
+/** A `template:` file, rendered with `context`; its errors are located in the template. */
+async function renderTemplate(
+  fs: HostFs,
+  template: Resolved,
+  file: DesiredFile,
+  digest: Hash,
+  renderer: () => Promise<TemplateRenderer>,
+  context: Record<string, unknown>,
+): Promise<DriftlessError | undefined> {
+  if (template.size > TEMPLATE_LIMITS.parseChars) {
+    return new DriftlessError(`${template.relative} is ${template.size} bytes; a template may have at most 1 MiB`, {
+      code: "ETEMPLATE",
+      phase: "render",
+    });
+  }
+  let bytes: Buffer;
+  try {
+    bytes = fs.readFile(template.absolute);
+  } catch (error) {
+    return new DriftlessError(`cannot read ${template.relative}: ${errorMessage(error)}`, {
+      code: "ESOURCE",
+      phase: "load",
+    });
+  }
+  digest.update(bytes);
+  const rendered = (await renderer()).render(bytes, template.relative, context);
+  if (rendered instanceof DriftlessError) return rendered;
+  setContent(file, Buffer.from(rendered, "utf8"));
+  return undefined;
 }
 
 interface Origin {
@@ -221,7 +276,7 @@ function resolveInRepository(
   loaded: Loaded<ProfileDoc>,
   ref: string,
   field: PropertyKey[],
-): { absolute: string; relative: string } | DriftlessError {
+): Resolved | DriftlessError {
   const refuse = (message: string) =>
     new DriftlessError(message, { code: "EPATH", phase: "validate", location: loaded.locate(field) });
   if (path.posix.isAbsolute(ref))
@@ -238,5 +293,5 @@ function resolveInRepository(
   }
   const st = fs.lstat(real);
   if (st?.type !== "file") return refuse(`${ref} is not a regular file`);
-  return { absolute: real, relative: relative.split(path.sep).join("/") };
+  return { absolute: real, relative: relative.split(path.sep).join("/"), size: st.size };
 }

@@ -63,7 +63,14 @@ export function loadRepository(fs: HostFs, dir: string): { repo: Repository; err
   }
   const digest = createHash("sha256");
   const nonDocuments: NonDocument[] = [];
+  const tooLarge: Array<{ file: string; size: number }> = [];
   for (const file of files) {
+    // Too large to parse with positions at a bounded memory cost: data for a source, or an error.
+    const size = fs.lstat(path.join(root, file))?.size ?? 0;
+    if (size > MAX_DOCUMENT_BYTES) {
+      tooLarge.push({ file, size });
+      continue;
+    }
     let text: string;
     try {
       text = fs.readFile(path.join(root, file)).toString("utf8");
@@ -118,7 +125,18 @@ export function loadRepository(fs: HostFs, dir: string): { repo: Repository; err
       );
     }
   }
-  repo.files = files.filter((f) => !referenced.has(f));
+  for (const { file, size } of tooLarge) {
+    if (!referenced.has(file)) {
+      errors.push(
+        located(
+          `${size} bytes: a document may have at most 4 MiB; put large content in a file of its own and use source:`,
+          { file },
+          "ETOOLARGE",
+        ),
+      );
+    }
+  }
+  repo.files = files.filter((f) => !referenced.has(f) && !tooLarge.some((t) => t.file === f));
   repo.documentsDigest = digest.digest("hex");
   return { repo, errors };
 }
@@ -133,6 +151,9 @@ function referencedFiles(repo: Repository): Set<string> {
   }
   return out;
 }
+
+/** YAML files larger than this are not parsed (parsing with positions costs many times the size). */
+const MAX_DOCUMENT_BYTES = 4 * 1024 * 1024;
 
 interface NonDocument {
   file: string;

@@ -26,10 +26,14 @@ export interface DesiredFile extends DesiredBase {
   kind: "file";
   path: string;
   state: FileState;
-  /** Rendered content, for `state: file`. */
+  /** The content held in memory (inline, rendered, or a small source), for `state: file`. */
   content?: Buffer;
-  /** sha256 of `content`, hex. */
+  /** Instead of `content`: the repository file (a path on this machine) it is copied from, in chunks. */
+  contentFrom?: string;
+  /** sha256 of the content, hex. */
   contentHash?: string;
+  /** Secret: diffs, logs, reports and the state database get its hashes only, never its content. */
+  sensitive?: boolean;
   mode?: number;
   owner?: string;
   group?: string;

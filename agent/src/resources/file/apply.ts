@@ -23,6 +23,15 @@ export function applyFileSteps(steps: FileStep[], ctx: FileApplyContext, resourc
           gid: resolveOwner(ctx, "groups", step.group, resource),
         });
         break;
+      case "file.copy":
+        ctx.fs.ensureParent(step.path);
+        ctx.fs.writeFileAtomicFrom(step.path, step.from, {
+          sha256: step.sha256,
+          mode: step.mode,
+          uid: resolveOwner(ctx, "users", step.owner, resource),
+          gid: resolveOwner(ctx, "groups", step.group, resource),
+        });
+        break;
       case "file.mkdir":
         ctx.fs.ensureParent(step.path);
         ctx.fs.mkdir(

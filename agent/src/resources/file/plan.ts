@@ -6,7 +6,11 @@ import { nameOf, resolveId } from "./accounts.js";
 
 const DEFAULT_FILE_MODE = 0o644;
 const DEFAULT_DIR_MODE = 0o755;
-const MAX_DIFF_BYTES = 256 * 1024;
+/** What a sensitive file shows instead of a diff: its content goes nowhere but into the file. */
+export const SENSITIVE_NEW = "content not shown (sensitive)";
+export const SENSITIVE_CHANGED = "content differs (sensitive)";
+/** Larger content is never diffed, nor held to be diffed. */
+export const MAX_DIFF_BYTES = 256 * 1024;
 
 export function formatMode(mode: number | undefined): string | undefined {
   return mode === undefined ? undefined : `0${mode.toString(8).padStart(3, "0")}`;
@@ -31,10 +35,9 @@ export function planFile(desired: DesiredFile, actual: ActualFile, accounts: Acc
     if (replacing && !(desired.state === "link" && actual.type === "file")) steps.push({ op: "file.remove", path });
     let diff: string | undefined;
     if (desired.state === "file") {
-      const content = desired.content ?? Buffer.alloc(0);
-      steps.push({ op: "file.write", path, content, mode: desired.mode ?? DEFAULT_FILE_MODE, ...owner, ...group });
+      steps.push(writeStep(desired, { mode: desired.mode ?? DEFAULT_FILE_MODE, ...owner, ...group }));
       if (desired.contentHash) drift.push({ field: "content", desired: `sha256:${desired.contentHash}`, actual: null });
-      diff = unifiedDiff(path, "", content);
+      diff = desired.sensitive ? SENSITIVE_NEW : desired.content && unifiedDiff(path, "", desired.content);
     } else if (desired.state === "directory") {
       steps.push({ op: "file.mkdir", path, mode: desired.mode ?? DEFAULT_DIR_MODE, ...owner, ...group });
     } else {
@@ -72,17 +75,16 @@ export function planFile(desired: DesiredFile, actual: ActualFile, accounts: Acc
       desired: `sha256:${desired.contentHash}`,
       actual: `sha256:${actual.contentHash}`,
     });
-    const content = desired.content as Buffer;
     // A new copy replaces the file: it keeps the current mode and owner unless the profile sets them.
-    steps.push({
-      op: "file.write",
-      path,
-      content,
-      mode: desired.mode ?? actual.mode ?? DEFAULT_FILE_MODE,
-      owner: desired.owner ?? String(actual.uid),
-      group: desired.group ?? String(actual.gid),
-    });
-    diff = actual.text !== undefined ? unifiedDiff(path, actual.text, content) : undefined;
+    steps.push(
+      writeStep(desired, {
+        mode: desired.mode ?? actual.mode ?? DEFAULT_FILE_MODE,
+        owner: desired.owner ?? String(actual.uid),
+        group: desired.group ?? String(actual.gid),
+      }),
+    );
+    if (desired.sensitive) diff = SENSITIVE_CHANGED;
+    else if (actual.text !== undefined && desired.content) diff = unifiedDiff(path, actual.text, desired.content);
     diff ??= "binary or large content differs";
   } else {
     // Owner first, then mode: a change of owner clears setuid and setgid, the mode set after it
@@ -108,6 +110,15 @@ function differs(desired: string | undefined, actual: number | undefined, ids: M
   if (desired === undefined) return false;
   const id = resolveId(desired, ids);
   return id === undefined || id !== actual;
+}
+
+/** Writes the desired content: from memory, or copied from its repository file. */
+function writeStep(desired: DesiredFile, meta: { mode: number; owner?: string; group?: string }): FileStep {
+  const { path } = desired;
+  if (desired.contentFrom !== undefined) {
+    return { op: "file.copy", path, from: desired.contentFrom, sha256: desired.contentHash as string, ...meta };
+  }
+  return { op: "file.write", path, content: desired.content ?? Buffer.alloc(0), ...meta };
 }
 
 function change(desired: DesiredFile, action: string, drift: Drift[], steps: FileStep[], diff?: string): Change {

@@ -2,12 +2,14 @@
  * Reads the actual state of files. A regular file's content is hashed unless its recorded
  * fingerprint (device, inode, size, mtime, ctime) proves it unchanged since it was last read or
  * written; a fingerprint taken within two seconds of the file's last change is not trusted, as
- * the file could have changed again within the same timestamp tick.
+ * the file could have changed again within the same timestamp tick. A trusted record whose hash
+ * differs from the desired one still means a content change: the file is then read, once, so the
+ * plan can show what changes.
  */
 import { createHash } from "node:crypto";
 import type { FileStat, HostFs } from "../../host/fs.js";
 import type { ActualFile, DesiredFile } from "../types.js";
-import { isText } from "./plan.js";
+import { isText, MAX_DIFF_BYTES } from "./plan.js";
 
 export interface FileRecord {
   fingerprint: string;
@@ -55,13 +57,18 @@ export function readFiles(
         found.target = fs.readlink(desired.path);
       } else if (st.type === "file" && desired.state === "file" && desired.contentHash !== undefined) {
         const record = recorded.get(desired.id);
-        if (trustRecord(st, record)) {
+        // A change planned against a trusted record needs the current text for its diff.
+        if (trustRecord(st, record) && record.contentHash === desired.contentHash) {
           found.contentHash = record.contentHash;
           found.fromFingerprint = true;
         } else {
-          const content = fs.readFile(desired.path);
-          found.contentHash = createHash("sha256").update(content).digest("hex");
-          if (found.contentHash !== desired.contentHash && isText(content)) found.text = content.toString("utf8");
+          const read = readContent(fs, desired.path, st.size);
+          found.contentHash = read.hash;
+          // A sensitive file's content is never kept: it has no diff.
+          const { content } = read;
+          if (found.contentHash !== desired.contentHash && !desired.sensitive && content && isText(content)) {
+            found.text = content.toString("utf8");
+          }
           records.set(desired.id, {
             fingerprint: fingerprintOf(st),
             contentHash: found.contentHash,
@@ -75,6 +82,17 @@ export function readFiles(
     }
   }
   return { actual, records, problems };
+}
+
+/** The file's hash; its content too when it is small enough to show as a diff (a large file is streamed). */
+function readContent(fs: HostFs, hostPath: string, size: number): { hash: string; content?: Buffer } {
+  if (size <= MAX_DIFF_BYTES) {
+    const content = fs.readFile(hostPath);
+    return { hash: createHash("sha256").update(content).digest("hex"), content };
+  }
+  const hash = createHash("sha256");
+  fs.readChunks(hostPath, (chunk) => hash.update(chunk));
+  return { hash: hash.digest("hex") };
 }
 
 /** The record of a file just written by the agent (trusted from the next run on, after the racy window). */

@@ -20,6 +20,9 @@ const hostPath = z
     if (Buffer.byteLength(value) > PATH_MAX) refuse(`longer than ${PATH_MAX} bytes`);
   });
 
+/** Inline `content:` is for short texts; anything larger goes in a file, as `source:` (streamed). */
+export const MAX_INLINE_CONTENT_BYTES = 1024 * 1024;
+
 export const fileEntrySchema = z
   .strictObject({
     path: hostPath.describe("Absolute path on the managed host."),
@@ -27,7 +30,13 @@ export const fileEntrySchema = z
       .enum(["file", "directory", "link", "absent"])
       .default("file")
       .describe("file (default), directory, link or absent."),
-    content: z.string().optional().describe("Literal content of the file."),
+    content: z
+      .string()
+      .refine((text) => Buffer.byteLength(text, "utf8") <= MAX_INLINE_CONTENT_BYTES, {
+        message: "inline content is limited to 1 MiB; put it in a file in the repository and use source:",
+      })
+      .optional()
+      .describe("Literal content of the file (at most 1 MiB; larger content goes in a file, as source)."),
     source: z.string().optional().describe("File in the repository copied as is, relative to this profile."),
     template: z
       .string()
@@ -41,6 +50,10 @@ export const fileEntrySchema = z
     owner: z.string().min(1).optional().describe("User name or numeric uid."),
     group: z.string().min(1).optional().describe("Group name or numeric gid."),
     target: z.string().min(1).optional().describe("Where a link points (state: link)."),
+    sensitive: z
+      .boolean()
+      .optional()
+      .describe("Secret content: only its hashes, never the content, in diffs, logs, reports and the state database."),
     notify: resourceIdList.describe("Services restarted (or reloaded) when this file changes, e.g. service:nginx."),
     after: resourceIdList.describe("Resource ids applied before this one."),
   })
@@ -57,6 +70,9 @@ export const fileEntrySchema = z
       for (const key of sources) {
         ctx.addIssue({ code: "custom", path: [key], message: `not allowed with state: ${file.state}` });
       }
+    }
+    if (file.sensitive !== undefined && file.state !== "file") {
+      ctx.addIssue({ code: "custom", path: ["sensitive"], message: "only allowed with state: file" });
     }
     if (file.state === "link" && file.target === undefined) {
       ctx.addIssue({ code: "custom", path: ["target"], message: "required with state: link" });
