@@ -2,7 +2,6 @@
  * Loads a profile repository directory: every `*.yaml` document (hidden folders skipped),
  * validated against the schema, with every error located by file, line, column and field.
  */
-import { createHash } from "node:crypto";
 import * as path from "node:path";
 import { DriftlessError, type Location } from "../errors.js";
 import type { HostFs } from "../host/fs.js";
@@ -27,8 +26,6 @@ export interface Repository {
   profiles: Map<string, Loaded<ProfileDoc>>;
   /** Repository-relative paths of the documents read, sorted. */
   files: string[];
-  /** sha256 over the documents' paths and contents. */
-  documentsDigest: string;
   /** Names of profiles whose document failed validation (their errors are already reported). */
   brokenProfiles: Set<string>;
   /** True when fleet.yaml exists but failed validation. */
@@ -41,7 +38,6 @@ export function loadRepository(fs: HostFs, dir: string): { repo: Repository; err
     dir: path.resolve(dir),
     profiles: new Map(),
     files: [],
-    documentsDigest: "",
     brokenProfiles: new Set(),
     brokenFleet: false,
   };
@@ -61,7 +57,6 @@ export function loadRepository(fs: HostFs, dir: string): { repo: Repository; err
   } catch (error) {
     return unreadable(`cannot read profile repository: ${(error as Error).message}`);
   }
-  const digest = createHash("sha256");
   const nonDocuments: NonDocument[] = [];
   for (const file of files) {
     let text: string;
@@ -71,7 +66,6 @@ export function loadRepository(fs: HostFs, dir: string): { repo: Repository; err
       errors.push(located(`cannot read: ${(error as Error).message}`, { file }, "ESOURCE"));
       continue;
     }
-    digest.update(`${file}\0${text}\0`);
     for (const loaded of parseDocuments(text, file, errors, nonDocuments, repo)) {
       const { doc } = loaded;
       if (doc.kind === "Fleet") {
@@ -119,7 +113,6 @@ export function loadRepository(fs: HostFs, dir: string): { repo: Repository; err
     }
   }
   repo.files = files.filter((f) => !referenced.has(f));
-  repo.documentsDigest = digest.digest("hex");
   return { repo, errors };
 }
 
