@@ -107,6 +107,7 @@ export async function buildDesired(
         const resolved = resolveInRepository(fs, repo, loaded, ref, ["files", i, field]);
         if (resolved instanceof DriftlessError) {
           errors.push(resolved);
+          add(file, loaded, ["files", i, "path"]); // declared all the same: a duplicate is reported too
           continue;
         }
         let bytes: Buffer;
@@ -121,6 +122,7 @@ export async function buildDesired(
               location,
             }),
           );
+          add(file, loaded, ["files", i, "path"]);
           continue;
         }
         digest.update(`${resolved.relative}\0`).update(bytes).update("\0");
@@ -139,6 +141,7 @@ export async function buildDesired(
                 resource: file.id,
               }),
             );
+            add(file, loaded, ["files", i, "path"]);
             continue;
           }
           content = Buffer.from(rendered, "utf8");
