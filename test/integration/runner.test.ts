@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { MAX_OUTPUT_BYTES, systemRunner } from "../../agent/src/host/runner.js";
+import { describeFailure, MAX_OUTPUT_BYTES, systemRunner } from "../../agent/src/host/runner.js";
 
 function alive(pid: number): boolean {
   try {
@@ -44,6 +44,7 @@ describe("the command runner, on real processes", () => {
     const result = await systemRunner.run("sh", ["-c", "kill -KILL $$"]);
     expect(result.signal).toBe("SIGKILL");
     expect(result.exitCode).toBe(137);
+    expect(describeFailure(result)).toBe("killed by SIGKILL");
   });
 
   it("passes input, environment and exit codes; a missing program throws", async () => {

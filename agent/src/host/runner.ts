@@ -35,6 +35,14 @@ export interface Runner {
   run(file: string, args: readonly string[], options?: RunOptions): Promise<CommandResult>;
 }
 
+/** Why a command failed, in a few words: the signal that killed it, else what it printed, else its exit code. */
+export function describeFailure(result: CommandResult, options: { stdout?: boolean } = {}): string {
+  if (result.signal) return `killed by ${result.signal}`;
+  return (
+    result.stderr.trim() || (options.stdout === false ? "" : result.stdout.trim()) || `exit code ${result.exitCode}`
+  );
+}
+
 /** Bytes kept of each stream (its end); the rest is counted and dropped. */
 export const MAX_OUTPUT_BYTES = 1024 * 1024;
 /** After an abort, how long the process group has between SIGTERM and SIGKILL. */

@@ -294,11 +294,14 @@ export function createAptManager(ctx: PackageManagerContext): PackageManager {
       .split("\n")
       .filter((line) => line.trim() && !/^dpkg-query: no packages found matching /.test(line));
     if (result.exitCode > 1 || (result.exitCode === 1 && unexpected.length > 0)) {
-      throw new DriftlessError(`dpkg-query failed: ${unexpected.join(" ").trim() || `exit code ${result.exitCode}`}`, {
-        code: "EDPKGQUERY",
-        phase: "read",
-        retryable: /lock|locked/i.test(result.stderr),
-      });
+      throw new DriftlessError(
+        `dpkg-query failed: ${result.signal ? `killed by ${result.signal}` : unexpected.join(" ").trim() || `exit code ${result.exitCode}`}`,
+        {
+          code: "EDPKGQUERY",
+          phase: "read",
+          retryable: /lock|locked/i.test(result.stderr),
+        },
+      );
     }
     return packagesFromDpkg(names, parseDpkgQuery(result.stdout));
   };
