@@ -28,6 +28,23 @@ describe("the command runner, on real processes", () => {
     expect(alive(grandchild as number)).toBe(false);
   });
 
+  it("kills a process group that ignores SIGTERM with SIGKILL after the grace period", async () => {
+    const controller = new AbortController();
+    let grandchild: number | undefined;
+    // An ignored signal stays ignored across exec: the shell and its sleep both ignore SIGTERM.
+    const running = systemRunner.run("sh", ["-c", "trap '' TERM; sleep 100 & echo $!; wait"], {
+      signal: controller.signal,
+      onLine: (line) => {
+        if (/^\d+$/.test(line)) {
+          grandchild = Number(line);
+          controller.abort();
+        }
+      },
+    });
+    await expect(running).rejects.toMatchObject({ code: "ECANCELLED" });
+    expect(alive(grandchild as number)).toBe(false);
+  });
+
   it("keeps only the end of a very large output", async () => {
     const result = await systemRunner.run("sh", [
       "-c",

@@ -45,8 +45,11 @@ export function describeFailure(result: CommandResult, options: { stdout?: boole
 
 /** Bytes kept of each stream (its end); the rest is counted and dropped. */
 export const MAX_OUTPUT_BYTES = 1024 * 1024;
-/** After an abort, how long the process group has between SIGTERM and SIGKILL. */
-export const KILL_GRACE_MS = 5000;
+/**
+ * After an abort, how long the process group has between SIGTERM and SIGKILL: short, so that a
+ * stopping agent (which cancels at 7 s and is killed at 9 s) still sees the group gone.
+ */
+export const KILL_GRACE_MS = 1500;
 
 export const systemRunner: Runner = {
   async run(file, args, options = {}) {
@@ -79,8 +82,13 @@ export const systemRunner: Runner = {
       errLines(chunk);
     });
     const pid = child.pid;
+    let forceKill: NodeJS.Timeout | undefined;
     const onAbort = () => {
-      if (pid !== undefined) killGroup(pid, "SIGTERM");
+      if (pid === undefined) return;
+      killGroup(pid, "SIGTERM");
+      // Not only the command: a process of its group that ignores SIGTERM would keep its output
+      // pipes, and so the run, open.
+      forceKill = setTimeout(() => killGroup(pid, "SIGKILL"), KILL_GRACE_MS);
     };
     signal?.addEventListener("abort", onAbort, { once: true });
     let result: Awaited<typeof child>;
@@ -91,6 +99,7 @@ export const systemRunner: Runner = {
     }
     if (signal?.aborted) {
       if (pid !== undefined) await waitGroupGone(pid);
+      clearTimeout(forceKill);
       throw cancelled(file, signal);
     }
     if (result.failed && result.exitCode === undefined && result.signal === undefined) {
@@ -176,19 +185,12 @@ function killGroup(pid: number, signal: NodeJS.Signals | 0): boolean {
 }
 
 /**
- * Waits until no process of the group is left: SIGTERM has been sent; SIGKILL after the grace
- * period. Gives up after twice the grace period (a zombie that no init reaps stays "alive").
+ * Waits until no process of the group is left (SIGTERM has been sent, SIGKILL follows after the
+ * grace period). Gives up a second after the SIGKILL: a zombie that no init reaps stays "alive".
  */
 async function waitGroupGone(pid: number): Promise<void> {
   const start = performance.now();
-  let killed = false;
-  while (killGroup(pid, 0)) {
-    const elapsed = performance.now() - start;
-    if (elapsed > 2 * KILL_GRACE_MS) return;
-    if (!killed && elapsed > KILL_GRACE_MS) {
-      killed = true;
-      killGroup(pid, "SIGKILL");
-    }
+  while (killGroup(pid, 0) && performance.now() - start < KILL_GRACE_MS + 1000) {
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
 }
