@@ -76,9 +76,9 @@ export interface StateStoreOptions {
   /** Open for reading only (plan, status): nothing is created, migrated or moved aside. */
   readonly?: boolean;
   /** How many runs to keep (the newest); default DEFAULT_KEEP_RUNS. */
-  keepRuns?: number;
+  keepRuns?: number | undefined;
   /** Told when a corrupt database was moved aside; default: a line on standard error. */
-  onWarning?: (message: string) => void;
+  onWarning?: ((message: string) => void) | undefined;
 }
 
 /** SQLite's codes for a file that is not (or no longer) a readable database. */
