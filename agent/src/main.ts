@@ -24,6 +24,10 @@ Commands:
   facts     what templates and fleet.yaml match rules see about this host
   schema    print the JSON Schema of profile repository documents
 
+Options:
+  -h, --help     show this help
+  -V, --version  print the version
+
 Run 'driftless <command> --help' for a command's options.
 `;
 
@@ -73,12 +77,13 @@ export async function main(argv: string[], io: Io = defaultIo()): Promise<number
           return 0;
         }
         if (args.length > 0) {
-          io.err(`driftless schema: unknown option ${args[0]}\n\n${SCHEMA_HELP}`);
+          io.err(`driftless schema: unknown option '${args[0]}'\n\n${SCHEMA_HELP}`);
           return 1;
         }
         io.out(JSON.stringify((await import("./profile/schema.js")).documentJsonSchema(), null, 2));
         return 0;
       case "--version":
+      case "-V":
       case "version":
         io.out(VERSION);
         return 0;
@@ -89,6 +94,10 @@ export async function main(argv: string[], io: Io = defaultIo()): Promise<number
         io.out(HELP);
         return command === undefined ? 1 : 0;
       default:
+        if (command.startsWith("-")) {
+          io.err(`driftless: unknown option '${command}'\n\n${HELP}`);
+          return 1;
+        }
         io.err(`driftless: unknown command "${command}"\n\n${HELP}`);
         return 1;
     }

@@ -8,8 +8,8 @@
  * One host for the file; the tests run in order, each building on what the previous one left
  * (installed, converging every 2 s, a commit pushed, ...). What the service did is read back from
  * the files it converged (through the host's root on this machine), `driftless status --json`
- * and `journalctl -u driftless` inside the host. Tests headed by a `BUG:` comment show agent bugs:
- * they fail until the agent is fixed, and leave the host in the state the next tests expect.
+ * and `journalctl -u driftless` inside the host. A test that fails still leaves the host in the
+ * state the next tests expect.
  */
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -276,9 +276,8 @@ describe.skipIf(!support.can)("driftless.service in a booted Debian host, follow
     expect((await out("stat", "-c", "%a", CONFIG, STATE_DIR)).split("\n")).toEqual(["600", "700"]);
   });
 
-  // BUG: the unit's ExecReload is `/bin/kill -HUP $MAINPID`, and minimal Debian hosts (minbase,
-  // containers, IoT images) have no /bin/kill (it comes with procps): `systemctl reload
-  // driftless` fails and the agent never gets its SIGHUP. agent/src/cli/install.ts, unitFile().
+  // Minimal Debian hosts (minbase, containers, IoT images) have no /bin/kill (it comes with
+  // procps): the unit's ExecReload must not need it (agent/src/cli/install.ts, unitFile()).
   it("systemctl reload driftless passes SIGHUP on: the agent reloads its configuration", async () => {
     // A short interval and no splay, so the next tests see timer runs within seconds.
     setSource({ interval: "2s", splay: "0s" });
@@ -303,11 +302,10 @@ describe.skipIf(!support.can)("driftless.service in a booted Debian host, follow
     expect(logs.filter((l) => l.msg === "reloading the configuration")).toHaveLength(1);
   });
 
-  // BUG: the first run after start waits a random part of the splay (1 min by default) in the
-  // run's child process, and a SIGHUP meanwhile only queues a run behind it: after `install`
-  // then a reload with a new configuration (as docs and `install` suggest), nothing happens for
-  // up to the whole old splay. agent/src/daemon/supervisor.ts, trigger()/reload(): the run under
-  // way is left alone even while it only waits. Made deterministic here with a 1 h splay.
+  // The first run after start waits a random part of the splay (1 min by default); a SIGHUP
+  // meanwhile (after `install`, a reload with a new configuration, as the docs suggest) must cut
+  // that wait short rather than queue a run behind it (agent/src/daemon/supervisor.ts). Made
+  // deterministic here with a 1 h splay.
   it("SIGHUP while the first run waits out its splay runs at once with the new configuration", async () => {
     setSource({ interval: "2s", splay: "1h" });
     const restartedAt = hostNow();
@@ -442,14 +440,10 @@ describe.skipIf(!support.can)("driftless.service in a booted Debian host, follow
     expect(target()).toBe(rendered("salut"));
   });
 
-  // BUG: SIGTERM does not cancel a fetch under way (only the 7 s grace timer does), and the
-  // cancelled fetch is then taken for a failed one: the run logs "fetch failed" (warn), converges
-  // from the cached commit after the stop was asked for, and records itself as `source:
-  // offline`, result in-sync, with an EFETCH "aborted" error, so the fleet sees a fetch failure
-  // that never was (and `systemctl stop` or `restart` waits 7 s for nothing). docs/agent.md
-  // ("Stopping") says the run is recorded as interrupted. agent/src/daemon/cycle.ts, runCycle():
-  // the fetch gets only `options.signal`, not `options.stop`, and its catch does not tell a stop
-  // from a failure.
+  // SIGTERM cancels a fetch under way, and the cancelled fetch is not taken for a failed one: no
+  // "fetch failed" warning, no converging from the cached commit after the stop, no `source:
+  // offline` run with an EFETCH error (docs/agent.md, "Stopping": the run is recorded as
+  // interrupted; agent/src/daemon/cycle.ts, runCycle()).
   it("a run stopped mid-fetch is not recorded as an offline run with a fetch error", () => {
     expect(stopWindow, "the previous test did not get to stop the service").toBeDefined();
     const { runs: stopped, logs } = stopWindow ?? { runs: [], logs: [] };

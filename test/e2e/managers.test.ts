@@ -59,6 +59,7 @@ describe.skipIf(!support.can)("apt and systemd managers on a booted Debian host"
     await repo.publish(plain("dl-hello", "1.0"), plain("dl-up", "1.0"), plain("dl-good", "1.0"), broken);
     await repo.publish(plain("dl-good2", "1.0"), withService("dl-svc", "1.0"), plain("dl-half", "1.0"));
     await repo.publish(plain("dl-after", "1.0"));
+    await repo.publish(plain("dl-keep", "1.0"), { name: "dl-rival", version: "1.0", conflicts: ["dl-keep"] });
     host = await bootHost({ binds: [repo.bind, nodeBind(), { source: driverDir, target: "/opt/driver" }] });
     await useAptRepo(host, repo);
   });
@@ -181,6 +182,25 @@ describe.skipIf(!support.can)("apt and systemd managers on a booted Debian host"
     });
     expect((await apply([], ["dl-broken"])).failed).toEqual({});
     expect((await host.exec("apt-get", ["check"])).exitCode).toBe(0);
+  });
+
+  it("never removes an unrelated package to install one that conflicts with it", async () => {
+    expect((await apply([{ name: "dl-keep" }])).failed).toEqual({});
+    const refused = await apply([{ name: "dl-rival" }]);
+    expect(Object.keys(refused.failed)).toEqual(["dl-rival"]);
+    expect(refused.failed["dl-rival"]).toMatch(/remove is disabled/);
+    expect(await packages(["dl-keep", "dl-rival"])).toEqual({
+      "dl-keep": { installed: true, version: "1.0" },
+      "dl-rival": { installed: false },
+    });
+
+    // Removing it in the same run is the profile's own choice: the removal goes first, in its own call.
+    expect((await apply([{ name: "dl-rival" }], ["dl-keep"])).failed).toEqual({});
+    expect(await packages(["dl-keep", "dl-rival"])).toEqual({
+      "dl-keep": { installed: false },
+      "dl-rival": { installed: true, version: "1.0" },
+    });
+    expect((await apply([], ["dl-rival"])).failed).toEqual({});
   });
 
   it("finishes an interrupted dpkg run, then installs", async () => {

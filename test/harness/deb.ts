@@ -48,6 +48,7 @@ export interface DebSpec {
   architecture?: string;
   description?: string;
   depends?: string[];
+  conflicts?: string[];
   files?: DebFile[];
   /** Ships `/lib/systemd/system/<unit>.service` and `/usr/bin/<unit>-daemon`. */
   service?: DebService;
@@ -222,6 +223,7 @@ function controlText(spec: DebSpec): string {
     "Priority: optional",
   ];
   if (spec.depends?.length) lines.push(`Depends: ${spec.depends.join(", ")}`);
+  if (spec.conflicts?.length) lines.push(`Conflicts: ${spec.conflicts.join(", ")}`);
   lines.push(`Description: ${spec.description ?? `Driftless test package ${spec.name}`}`);
   return `${lines.join("\n")}\n`;
 }

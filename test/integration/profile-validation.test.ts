@@ -41,6 +41,52 @@ packages:
     ]);
   });
 
+  it("reports a schema error in one file and a template error in another in the same run", async () => {
+    const errors = await errorsOf({
+      "fleet.yaml": fleet("  - match: {}\n    profiles: [base, web]\n"),
+      "base.yaml": profile("base", "files:\n  - { path: /etc/a, content: x, bogus: 1 }\n"),
+      "web.yaml": profile("web", "files:\n  - { path: /etc/web.conf, template: web.conf.liquid }\n"),
+      "web.conf.liquid": "port {{ vars.port }}\n",
+    });
+    expect(errors).toEqual([
+      'base.yaml:5:33 files[0].bogus unknown field "bogus"',
+      expect.stringMatching(
+        /^web\.conf\.liquid:1:\d+ .*undefined variable: vars\.port \(rendering file:\/etc\/web\.conf/,
+      ),
+    ]);
+  });
+
+  it("still renders the valid entries of a profile with a schema error, and of a fleet's valid assignments", async () => {
+    const errors = await errorsOf({
+      "fleet.yaml": fleet("  - match: {}\n    profiles: [web]\n  - match: {}\n    profiles: [web]\n    bogus: 1\n"),
+      "web.yaml": profile(
+        "web",
+        "files:\n  - { path: /etc/bad, mode: 644 }\n  - { path: /etc/web.conf, template: web.conf.liquid }\n",
+      ),
+      "web.conf.liquid": "port {{ vars.port }}\n",
+    });
+    expect(errors).toEqual([
+      'fleet.yaml:8:5 assignments[1].bogus unknown field "bogus"',
+      expect.stringMatching(
+        /^web\.conf\.liquid:1:\d+ .*undefined variable: vars\.port \(rendering file:\/etc\/web\.conf, web\.yaml:6\)/,
+      ),
+      'web.yaml:5:29 files[0].mode must be a quoted octal string such as "0644"',
+    ]);
+  });
+
+  it("reports a duplicate id and the template error of its second declaration together", async () => {
+    const errors = await errorsOf({
+      "fleet.yaml": fleet("  - match: {}\n    profiles: [base, web]\n"),
+      "base.yaml": profile("base", "files:\n  - { path: /etc/web.conf, content: x }\n"),
+      "web.yaml": profile("web", "files:\n  - { path: /etc/web.conf, template: web.conf.liquid }\n"),
+      "web.conf.liquid": "port {{ vars.port }}\n",
+    });
+    expect(errors).toEqual([
+      expect.stringMatching(/^web\.conf\.liquid:1:\d+ .*undefined variable: vars\.port/),
+      "web.yaml:5:13 files[0].path file:/etc/web.conf is already declared at base.yaml:5:13",
+    ]);
+  });
+
   it("rejects YAML syntax errors with their position", async () => {
     const errors = await errorsOf({
       "fleet.yaml": everyone,

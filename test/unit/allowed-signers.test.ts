@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { ErrorList } from "../../agent/src/errors.js";
-import { loadTrustStore, matchPatternList, parseAllowedSigners, parseSshTime } from "../../agent/src/source/verify.js";
+import { matchPatternList, parseAllowedSigners, parseSshTime } from "../../agent/src/source/signers.js";
+import { loadTrustStore } from "../../agent/src/source/verify.js";
 
 // Public keys made with ssh-keygen; fingerprints as `ssh-keygen -l` prints them.
 const ED1 = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIMktUadNIQYBkvf2rxC1I9k8CCk7ke10iYwNSiS5azUb";

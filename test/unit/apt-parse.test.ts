@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from "vitest";
 import {
-  aptPackageArgs,
+  aptArgs,
   candidateFor,
   failureReason,
   isInstalled,
@@ -230,17 +230,22 @@ describe("apt-get errors", () => {
 });
 
 describe("apt-get arguments", () => {
-  it("installs, pins and removes in one list", () => {
-    expect(
-      aptPackageArgs({ install: [{ name: "curl" }, { name: "dl-two", version: "1:2.0-1" }], remove: ["telnet"] }),
-    ).toEqual(["curl", "dl-two=1:2.0-1", "telnet-"]);
+  it("installs with --no-remove and removes in a call of its own", () => {
+    const install = aptArgs({ install: [{ name: "curl" }, { name: "dl-two", version: "1:2.0-1" }], remove: [] });
+    expect(install.slice(0, 1)).toEqual(["install"]);
+    expect(install).toContain("--no-remove");
+    expect(install.slice(-2)).toEqual(["curl", "dl-two=1:2.0-1"]);
+    const remove = aptArgs({ install: [], remove: ["telnet", "g++"] });
+    expect(remove[0]).toBe("remove");
+    expect(remove).not.toContain("--no-remove");
+    expect(remove.slice(-2)).toEqual(["telnet-", "g++-"]);
+    expect(() => aptArgs({ install: [{ name: "curl" }], remove: ["telnet"] })).toThrow(/separate calls/);
   });
 
   it("keeps a trailing + or - from being read as apt's install/remove marker", () => {
-    expect(aptPackageArgs({ install: [{ name: "libstdc++" }, { name: "x", version: "1.0+" }], remove: [] })).toEqual([
-      "libstdc+++",
-      "x=1.0++",
-    ]);
+    expect(aptArgs({ install: [{ name: "libstdc++" }, { name: "x", version: "1.0+" }], remove: [] }).slice(-2)).toEqual(
+      ["libstdc+++", "x=1.0++"],
+    );
   });
 });
 

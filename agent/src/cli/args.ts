@@ -13,10 +13,9 @@ export function parse<T extends Options>(args: string[], options: T, allowPositi
       strict: true,
     });
   } catch (error) {
-    throw new DriftlessError(`${(error as Error).message.replace(/\. To specify a positional.*$/s, "")}`, {
-      code: "EARGS",
-      phase: "args",
-    });
+    // Node's messages, cut to the point and lower-cased as ours are: "unknown option '--foo'".
+    const message = (error as Error).message.replace(/\. To specify a positional.*$/s, "");
+    throw new DriftlessError(message.charAt(0).toLowerCase() + message.slice(1), { code: "EARGS", phase: "args" });
   }
 }
 

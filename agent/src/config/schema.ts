@@ -26,6 +26,17 @@ export const agentConfigSchema = z
     labels: z.record(z.string(), z.string()).default({}).describe("Labels for fleet.yaml matching and templates."),
     mode: z.enum(["enforce", "report"]).default("enforce").describe("enforce converges; report only reports drift."),
     stateDir: z.string().default("/var/lib/driftless").describe("State database and cached repository."),
+    state: z
+      .strictObject({
+        keepRuns: z
+          .number()
+          .int()
+          .min(1)
+          .default(100)
+          .describe("Runs kept in the state database; older ones are deleted as new ones are recorded."),
+      })
+      .optional()
+      .describe("The state database; absent: the defaults."),
     source: z.strictObject({
       url: z.string().min(1).describe("https:// or http:// Git URL, or a directory."),
       ref: z.string().min(1).default("main").describe("Branch, tag or commit."),

@@ -113,6 +113,7 @@ export async function buildDesired(
         const resolved = resolveInRepository(fs, repo, loaded, ref, at);
         if (resolved instanceof DriftlessError) {
           errors.push(resolved);
+          add(file, loaded, ["files", i, "path"]); // declared all the same: a duplicate is reported too
           continue;
         }
         digest.update(`${resolved.relative}\0`);
@@ -131,6 +132,7 @@ export async function buildDesired(
           errors.push(
             new DriftlessError(message, { code: problem.code, phase: problem.phase, location, resource: file.id }),
           );
+          add(file, loaded, ["files", i, "path"]);
           continue;
         }
       }

@@ -2,7 +2,6 @@
  * Loads a profile repository directory: every `*.yaml` document (hidden folders skipped),
  * validated against the schema, with every error located by file, line, column and field.
  */
-import { createHash } from "node:crypto";
 import * as path from "node:path";
 import { DriftlessError, type Location } from "../errors.js";
 import type { HostFs } from "../host/fs.js";
@@ -27,8 +26,6 @@ export interface Repository {
   profiles: Map<string, Loaded<ProfileDoc>>;
   /** Repository-relative paths of the documents read, sorted. */
   files: string[];
-  /** sha256 over the documents' paths and contents. */
-  documentsDigest: string;
   /** Names of profiles whose document failed validation (their errors are already reported). */
   brokenProfiles: Set<string>;
   /** True when fleet.yaml exists but failed validation. */
@@ -41,7 +38,6 @@ export function loadRepository(fs: HostFs, dir: string): { repo: Repository; err
     dir: path.resolve(dir),
     profiles: new Map(),
     files: [],
-    documentsDigest: "",
     brokenProfiles: new Set(),
     brokenFleet: false,
   };
@@ -61,7 +57,6 @@ export function loadRepository(fs: HostFs, dir: string): { repo: Repository; err
   } catch (error) {
     return unreadable(`cannot read profile repository: ${(error as Error).message}`);
   }
-  const digest = createHash("sha256");
   const nonDocuments: NonDocument[] = [];
   const tooLarge: Array<{ file: string; size: number }> = [];
   for (const file of files) {
@@ -78,7 +73,6 @@ export function loadRepository(fs: HostFs, dir: string): { repo: Repository; err
       errors.push(located(`cannot read: ${(error as Error).message}`, { file }, "ESOURCE"));
       continue;
     }
-    digest.update(`${file}\0${text}\0`);
     for (const loaded of parseDocuments(text, file, errors, nonDocuments, repo)) {
       const { doc } = loaded;
       if (doc.kind === "Fleet") {
@@ -137,7 +131,6 @@ export function loadRepository(fs: HostFs, dir: string): { repo: Repository; err
     }
   }
   repo.files = files.filter((f) => !referenced.has(f) && !tooLarge.some((t) => t.file === f));
-  repo.documentsDigest = digest.digest("hex");
   return { repo, errors };
 }
 
@@ -178,11 +171,56 @@ function parseDocuments(
       if (value.kind === "Fleet") repo.brokenFleet = true;
       if (value.kind === "Profile" && typeof value.name === "string") repo.brokenProfiles.add(value.name);
       errors.push(...issuesToErrors(result.error.issues, locate));
+      // What did validate still goes on, so that later phases report their errors in the same
+      // run (a template error beside a schema error); the errors above keep the run from applying.
+      const salvaged = salvage(value, locate);
+      if (salvaged) out.push({ ...salvaged, file });
       continue;
     }
     out.push({ doc: result.data, file, locate });
   }
   return out;
+}
+
+/** The lists of a document whose entries validate one by one. */
+const ENTRY_LISTS: Record<string, readonly string[]> = {
+  Fleet: ["assignments"],
+  Profile: ["packages", "files", "services"],
+};
+
+/**
+ * The valid part of a document that failed validation: its entries (assignments; packages,
+ * files, services) that validate on their own, when everything else about it does. Its locator
+ * maps each kept entry back to its place in the file. Null when nothing can be kept.
+ */
+function salvage(value: Record<string, unknown>, locate: Locator): { doc: Document; locate: Locator } | null {
+  const lists = ENTRY_LISTS[String(value.kind)];
+  if (!lists) return null;
+  const base: Record<string, unknown> = { ...value };
+  for (const key of lists) if (key in base) base[key] = [];
+  if (!documentSchema.safeParse(base).success) return null;
+  const kept: Record<string, unknown> = { ...base };
+  const indexes = new Map<string, number[]>();
+  for (const key of lists) {
+    const entries = value[key];
+    if (!Array.isArray(entries)) continue;
+    const valid = entries.flatMap((entry, i) =>
+      documentSchema.safeParse({ ...base, [key]: [entry] }).success ? [{ entry, i }] : [],
+    );
+    kept[key] = valid.map((v) => v.entry);
+    indexes.set(
+      key,
+      valid.map((v) => v.i),
+    );
+  }
+  const result = documentSchema.safeParse(kept);
+  if (!result.success) return null;
+  const mapped: Locator = (fieldPath, options) => {
+    const [key, index, ...rest] = fieldPath;
+    const original = typeof key === "string" && typeof index === "number" ? indexes.get(key)?.[index] : undefined;
+    return locate(original === undefined ? fieldPath : [key as string, original, ...rest], options);
+  };
+  return { doc: result.data, locate: mapped };
 }
 
 function located(message: string, location: Location, code: string): DriftlessError {

@@ -1,11 +1,16 @@
 /**
  * The agent's state database (`state.db` in the state directory): SQLite in WAL mode with
- * numbered migrations. It keeps every run and the last known state of each file resource.
+ * numbered migrations. It keeps the last runs (`keepRuns`, each change's diff capped) and the
+ * last known state of each file resource. A database SQLite cannot read is moved aside and a
+ * fresh one created, so a host keeps converging.
  */
+import { createHash } from "node:crypto";
 import { createRequire } from "node:module";
 import * as path from "node:path";
 import type BetterSqlite3 from "better-sqlite3";
 import { DriftlessError } from "../errors.js";
+import { systemClock } from "../host/clock.js";
+import { HostFs } from "../host/fs.js";
 import type { FileRecord } from "../resources/file/read.js";
 
 export interface RunRecord {
@@ -62,34 +67,61 @@ export interface SourceState {
   remote?: string;
 }
 
+/** Runs kept by default: older ones are deleted as each new one is recorded. */
+export const DEFAULT_KEEP_RUNS = 100;
+/** A change's diff longer than this (UTF-8 bytes) is stored as its hash and size. */
+export const MAX_STORED_DIFF_BYTES = 64 * 1024;
+
+export interface StateStoreOptions {
+  /** Open for reading only (plan, status): nothing is created, migrated or moved aside. */
+  readonly?: boolean;
+  /** How many runs to keep (the newest); default DEFAULT_KEEP_RUNS. */
+  keepRuns?: number | undefined;
+  /** Told when a corrupt database was moved aside; default: a line on standard error. */
+  onWarning?: ((message: string) => void) | undefined;
+}
+
+/** SQLite's codes for a file that is not (or no longer) a readable database. */
+const CORRUPT_CODES = new Set(["SQLITE_CORRUPT", "SQLITE_NOTADB"]);
+
 export class StateStore {
   readonly #db: BetterSqlite3.Database;
+  readonly #keepRuns: number;
 
-  private constructor(db: BetterSqlite3.Database) {
+  private constructor(db: BetterSqlite3.Database, keepRuns: number) {
     this.#db = db;
+    this.#keepRuns = keepRuns;
   }
 
-  /** Opens (creating and migrating) the database in `stateDir`. */
-  static open(stateDir: string, options: { readonly?: boolean } = {}): StateStore {
-    const Database = loadSqlite();
-    const file = path.join(stateDir, "state.db");
-    let db: BetterSqlite3.Database;
-    try {
-      db = new Database(file, { readonly: options.readonly ?? false, fileMustExist: options.readonly ?? false });
-    } catch (error) {
-      throw new DriftlessError(`cannot open state database ${file}: ${(error as Error).message}`, {
+  /**
+   * Opens (creating and migrating) the database in `stateDir`. A file SQLite reports as corrupt
+   * or not a database is renamed to `state.db.corrupt-<time>` (with its -wal and -shm files), a
+   * warning says so, and a fresh database takes its place; read-only, it is an ESTATE error.
+   */
+  static open(stateDir: string, options: StateStoreOptions = {}): StateStore {
+    const keepRuns = options.keepRuns ?? DEFAULT_KEEP_RUNS;
+    if (!Number.isInteger(keepRuns) || keepRuns < 1) {
+      throw new DriftlessError(`keepRuns must be a whole number of at least 1, not ${keepRuns}`, {
         code: "ESTATE",
         phase: "state",
-        cause: error,
       });
     }
-    if (!options.readonly) {
-      db.pragma("journal_mode = WAL");
-      db.pragma("synchronous = NORMAL");
-      db.pragma("busy_timeout = 5000");
-      migrate(db);
+    const file = path.resolve(stateDir, "state.db");
+    try {
+      return new StateStore(openDatabase(file, options.readonly ?? false), keepRuns);
+    } catch (error) {
+      if (options.readonly || !isCorrupt(error)) throw stateError(file, error, options.readonly ?? false);
+      const aside = moveAside(file);
+      const warn = options.onWarning ?? ((message: string) => process.stderr.write(`${message}\n`));
+      warn(
+        `state database ${file} is corrupt (${(error as Error).message}); moved it to ${aside} and started a fresh one`,
+      );
+      try {
+        return new StateStore(openDatabase(file, false), keepRuns);
+      } catch (again) {
+        throw stateError(file, again, false);
+      }
     }
-    return new StateStore(db);
   }
 
   get schemaVersion(): number {
@@ -142,18 +174,28 @@ export class StateStore {
     })();
   }
 
+  /**
+   * Records a run and, in the same transaction, deletes all but the newest `keepRuns` runs. A
+   * change's diff over MAX_STORED_DIFF_BYTES, or one that is not text, is stored as
+   * `diffOmitted: { sha256, bytes }` instead.
+   */
   recordRun(run: RunRecord): void {
-    this.#db
-      .prepare(
-        `INSERT INTO runs (id, started_at, ended_at, source, git_commit, mode, result, changes, errors, summary)
-         VALUES (@id, @startedAt, @endedAt, @source, @commit, @mode, @result, @changes, @errors, @summary)`,
-      )
-      .run({
+    const insert = this.#db.prepare(
+      `INSERT INTO runs (id, started_at, ended_at, source, git_commit, mode, result, changes, errors, summary)
+       VALUES (@id, @startedAt, @endedAt, @source, @commit, @mode, @result, @changes, @errors, @summary)`,
+    );
+    const prune = this.#db.prepare(
+      `DELETE FROM runs WHERE rowid NOT IN (SELECT rowid FROM runs ORDER BY started_at DESC, rowid DESC LIMIT ?)`,
+    );
+    this.#db.transaction(() => {
+      insert.run({
         ...run,
-        changes: JSON.stringify(run.changes),
+        changes: JSON.stringify(run.changes.map(boundedChange)),
         errors: JSON.stringify(run.errors),
         summary: JSON.stringify(run.summary),
       });
+      prune.run(this.#keepRuns);
+    })();
   }
 
   lastRuns(limit: number): RunRecord[] {
@@ -177,6 +219,61 @@ export class StateStore {
   close(): void {
     this.#db.close();
   }
+}
+
+function openDatabase(file: string, readonly: boolean): BetterSqlite3.Database {
+  const Database = loadSqlite();
+  const db = new Database(file, { readonly, fileMustExist: readonly });
+  try {
+    // Reading the schema makes SQLite read the header and first page: a damaged file fails here.
+    db.prepare("SELECT count(*) FROM sqlite_master").get();
+    if (!readonly) {
+      db.pragma("journal_mode = WAL");
+      db.pragma("synchronous = NORMAL");
+      db.pragma("busy_timeout = 5000");
+      migrate(db);
+    }
+    return db;
+  } catch (error) {
+    db.close();
+    throw error;
+  }
+}
+
+function isCorrupt(error: unknown): boolean {
+  return CORRUPT_CODES.has(String((error as { code?: unknown }).code));
+}
+
+function stateError(file: string, error: unknown, readonly: boolean): DriftlessError {
+  if (error instanceof DriftlessError) return error;
+  const hint = readonly && isCorrupt(error) ? " (the next apply or agent run moves it aside)" : "";
+  return new DriftlessError(`cannot open state database ${file}: ${(error as Error).message}${hint}`, {
+    code: "ESTATE",
+    phase: "state",
+    cause: error,
+  });
+}
+
+/** Renames `file` and its -wal and -shm companions to `<file>.corrupt-<time>`; returns the new name. */
+function moveAside(file: string): string {
+  const fs = new HostFs("/");
+  const aside = `${file}.corrupt-${systemClock.now().toISOString().replace(/[:.]/g, "-")}`;
+  for (const suffix of ["", "-wal", "-shm"]) {
+    if (fs.lstat(file + suffix)) fs.rename(file + suffix, aside + suffix);
+  }
+  return aside;
+}
+
+/** A change as stored: its diff kept only when it is text of a bounded size. */
+function boundedChange(change: unknown): unknown {
+  if (typeof change !== "object" || change === null || !("diff" in change)) return change;
+  const { diff, ...rest } = change as { diff: unknown };
+  if (typeof diff !== "string") return change;
+  const bytes = Buffer.byteLength(diff, "utf8");
+  // NUL or U+FFFD (bytes that were not UTF-8): content that is not text, whatever its size.
+  if (bytes <= MAX_STORED_DIFF_BYTES && !diff.includes("\u0000") && !diff.includes("\uFFFD")) return change;
+  const sha256 = createHash("sha256").update(diff, "utf8").digest("hex");
+  return { ...rest, diffOmitted: { sha256, bytes } };
 }
 
 function migrate(db: BetterSqlite3.Database): void {

@@ -2,11 +2,13 @@
  * The apt/dpkg package manager.
  *
  * Reading is one `dpkg-query` call for every package of the run (plus, for `state: latest`,
- * one `apt-cache policy` call, after `apt-get update` when asked). Applying is one
- * `apt-get install` call for every install and removal (`name-` removes in the same call).
- * When that call fails, the packages that really failed are found by reading dpkg's state and
- * retrying the others, so one bad package never marks the whole batch failed. A dpkg run that
- * was cut short (power loss) is finished with `dpkg --configure -a` first.
+ * one `apt-get update` when asked and one `apt-cache policy` call). Applying is one
+ * `apt-get remove` call for every removal, then one `apt-get install --no-remove` call for every
+ * install: an install never removes a package the profile did not name (a package that
+ * conflicts with an installed one fails with apt's message instead). When a call fails, the
+ * packages that really failed are found by reading dpkg's state and retrying the others, so one
+ * bad package never marks the whole batch failed. A dpkg run that was cut short (power loss) is
+ * finished with `dpkg --configure -a` first.
  *
  * A failed `apt-get update` is not fatal: like a cached commit, the cached index keeps serving,
  * unless it has no candidate for a `latest` package.
@@ -42,6 +44,8 @@ const APT_INSTALL_OPTIONS = [
   "-q",
   "--no-install-recommends",
   "--allow-downgrades",
+  // Resolving a conflict by removing another package is never what a profile asked for.
+  "--no-remove",
   "-o",
   "Dpkg::Options::=--force-confdef",
   "-o",
@@ -49,6 +53,8 @@ const APT_INSTALL_OPTIONS = [
   "-o",
   "DPkg::Lock::Timeout=120",
 ];
+
+const APT_REMOVE_OPTIONS = ["remove", "-y", "-q", "-o", "DPkg::Lock::Timeout=120"];
 
 const MAX_REASON_LENGTH = 600;
 
@@ -136,15 +142,23 @@ export function candidateFor(name: string, policy: ReadonlyMap<string, PolicyEnt
   return (policy.get(name) ?? policy.get(name.split(":")[0] ?? name))?.candidate;
 }
 
-/** The package arguments of one `apt-get install` call: `name`, `name=version`, `name-`. */
-export function aptPackageArgs(operation: PackageOperation): string[] {
-  const args: string[] = [];
+/**
+ * The arguments of the one apt-get call for an operation: `install --no-remove` with `name` and
+ * `name=version`, or (an operation of removals only) `remove` with `name-`. The manager never
+ * mixes the two in one call.
+ */
+export function aptArgs(operation: PackageOperation): string[] {
+  if (operation.install.length === 0) {
+    // A trailing '-' means "remove" in either command; it keeps a name ending in '+' (g++) intact.
+    return [...APT_REMOVE_OPTIONS, ...operation.remove.map((name) => `${name}-`)];
+  }
+  if (operation.remove.length > 0) throw new Error("apt-get install and remove are separate calls");
+  const args = [...APT_INSTALL_OPTIONS];
   for (const { name, version } of operation.install) {
     const arg = version === undefined ? name : `${name}=${version}`;
     // apt reads a trailing '-' as "remove" and strips one trailing '+': keep the real last character.
     args.push(/[+-]$/.test(arg) ? `${arg}+` : arg);
   }
-  for (const name of operation.remove) args.push(`${name}-`);
   return args;
 }
 
@@ -186,7 +200,8 @@ export function parseAptErrors(output: string): AptErrors {
 }
 
 /** The failure reason for one package: its own lines first, else apt's general errors, trimmed. */
-export function failureReason(name: string, errors: AptErrors, output: string): string {
+export function failureReason(name: string, errors: AptErrors, output: string, signal?: string): string {
+  if (signal !== undefined) return truncate(`apt-get was killed by ${signal}`);
   const bare = name.split(":")[0] ?? name;
   const own = errors.unresolved.get(name) ?? errors.unresolved.get(bare) ?? errors.byPackage.get(bare);
   let reason = own ?? errors.general.filter((m) => !/^Sub-process .* returned an error code/.test(m)).join("; ");
@@ -279,22 +294,22 @@ export function createAptManager(ctx: PackageManagerContext): PackageManager {
       .split("\n")
       .filter((line) => line.trim() && !/^dpkg-query: no packages found matching /.test(line));
     if (result.exitCode > 1 || (result.exitCode === 1 && unexpected.length > 0)) {
-      throw new DriftlessError(`dpkg-query failed: ${unexpected.join(" ").trim() || `exit code ${result.exitCode}`}`, {
-        code: "EDPKGQUERY",
-        phase: "read",
-        retryable: /lock|locked/i.test(result.stderr),
-      });
+      throw new DriftlessError(
+        `dpkg-query failed: ${result.signal ? `killed by ${result.signal}` : unexpected.join(" ").trim() || `exit code ${result.exitCode}`}`,
+        {
+          code: "EDPKGQUERY",
+          phase: "read",
+          retryable: /lock|locked/i.test(result.stderr),
+        },
+      );
     }
     return packagesFromDpkg(names, parseDpkgQuery(result.stdout));
   };
 
   // No `input`: the runner closes standard input, so neither apt nor a maintainer script can wait
   // for an answer (DEBIAN_FRONTEND=noninteractive and --force-conf* answer the usual questions).
-  const runInstall = (
-    operation: PackageOperation,
-    options: { signal?: AbortSignal; onLine?: (line: string) => void },
-  ) =>
-    apt("apt-get", [...APT_INSTALL_OPTIONS, ...aptPackageArgs(operation)], {
+  const runApt = (operation: PackageOperation, options: { signal?: AbortSignal; onLine?: (line: string) => void }) =>
+    apt("apt-get", aptArgs(operation), {
       env: APT_ENV,
       ...(options.signal ? { signal: options.signal } : {}),
       ...(options.onLine ? { onLine: options.onLine } : {}),
@@ -362,8 +377,7 @@ export function createAptManager(ctx: PackageManagerContext): PackageManager {
         if (!PACKAGE_NAME.test(name)) outcome.failed.set(name, `invalid package name: ${name}`);
         else valid.remove.push(name);
       }
-      const all = [...valid.install.map((i) => i.name), ...valid.remove];
-      if (all.length === 0) return outcome;
+      if (valid.install.length + valid.remove.length === 0) return outcome;
 
       // Versions before, to tell whether an unversioned install (state: latest) upgraded.
       const unversioned = valid.install.filter((i) => i.version === undefined).map((i) => i.name);
@@ -371,55 +385,67 @@ export function createAptManager(ctx: PackageManagerContext): PackageManager {
         ? await readDpkg(unversioned, options.signal)
         : new Map<string, ActualPackage>();
 
-      let batch = await runInstall(valid, options);
-      if (batch.exitCode === 0) return outcome;
-      if (DPKG_INTERRUPTED.test(batch.stdout + batch.stderr)) {
-        // A run cut short (power loss, a killed agent) left dpkg half way: finish it, then retry.
-        await apt("dpkg", ["--configure", "-a"], {
-          env: APT_ENV,
-          ...(options.signal ? { signal: options.signal } : {}),
-          ...(options.onLine ? { onLine: options.onLine } : {}),
-        });
-        batch = await runInstall(valid, options);
-        if (batch.exitCode === 0) return outcome;
-      }
-
-      // The batch failed. apt resolves everything before changing anything, so packages it
-      // could not resolve fail alone; dpkg's state tells which of the others got done.
-      const batchErrors = parseAptErrors(`${batch.stdout}\n${batch.stderr}`);
-      let pending = splitOperation(valid);
-      const global = batchErrors.general.find((message) => GLOBAL_FAILURE.test(message));
-      if (global !== undefined) {
-        // Nothing was tried (lock held, dpkg still broken): retrying each package would say the same.
-        for (const op of pending) outcome.failed.set(opName(op), truncate(global));
-        return outcome;
-      }
-      for (const op of pending) {
-        const name = opName(op);
-        const message = batchErrors.unresolved.get(name) ?? batchErrors.unresolved.get(name.split(":")[0] ?? name);
-        if (message) outcome.failed.set(name, failureReason(name, batchErrors, batch.stdout + batch.stderr));
-      }
-      pending = pending.filter((op) => !outcome.failed.has(opName(op)));
-      pending = await unsatisfied(pending, before, options.signal);
-
-      // Without the unresolvable ones, the rest may well go through together.
-      if (pending.length > 1 && batchErrors.unresolved.size > 0) {
-        const again = await runInstall(joinOperations(pending), options);
-        if (again.exitCode === 0) return outcome;
-        pending = await unsatisfied(pending, before, options.signal);
-      }
-
-      // Each remaining operation on its own, once.
-      for (const op of pending) {
-        const single = await runInstall(joinOperations([op]), options);
-        if (single.exitCode === 0) continue;
-        if ((await unsatisfied([op], before, options.signal)).length === 0) continue;
-        const output = `${single.stdout}\n${single.stderr}`;
-        outcome.failed.set(opName(op), failureReason(opName(op), parseAptErrors(output), output));
-      }
+      // Removals first (one may be what makes room for an install), each kind in its own call.
+      if (valid.remove.length > 0) await applyBatch({ install: [], remove: valid.remove }, before, options, outcome);
+      if (valid.install.length > 0) await applyBatch({ install: valid.install, remove: [] }, before, options, outcome);
       return outcome;
     },
   };
+
+  /** One apt-get call for `valid` (only installs or only removals), then finding what failed. */
+  async function applyBatch(
+    valid: PackageOperation,
+    before: ReadonlyMap<string, ActualPackage>,
+    options: { signal?: AbortSignal; onLine?: (line: string) => void },
+    outcome: PackageOutcome,
+  ): Promise<void> {
+    let batch = await runApt(valid, options);
+    if (batch.exitCode === 0) return;
+    if (DPKG_INTERRUPTED.test(batch.stdout + batch.stderr)) {
+      // A run cut short (power loss, a killed agent) left dpkg half way: finish it, then retry.
+      await apt("dpkg", ["--configure", "-a"], {
+        env: APT_ENV,
+        ...(options.signal ? { signal: options.signal } : {}),
+        ...(options.onLine ? { onLine: options.onLine } : {}),
+      });
+      batch = await runApt(valid, options);
+      if (batch.exitCode === 0) return;
+    }
+
+    // The batch failed. apt resolves everything before changing anything, so packages it
+    // could not resolve fail alone; dpkg's state tells which of the others got done.
+    const batchErrors = parseAptErrors(`${batch.stdout}\n${batch.stderr}`);
+    let pending = splitOperation(valid);
+    const global = batchErrors.general.find((message) => GLOBAL_FAILURE.test(message));
+    if (global !== undefined) {
+      // Nothing was tried (lock held, dpkg still broken): retrying each package would say the same.
+      for (const op of pending) outcome.failed.set(opName(op), truncate(global));
+      return;
+    }
+    for (const op of pending) {
+      const name = opName(op);
+      const message = batchErrors.unresolved.get(name) ?? batchErrors.unresolved.get(name.split(":")[0] ?? name);
+      if (message) outcome.failed.set(name, failureReason(name, batchErrors, batch.stdout + batch.stderr));
+    }
+    pending = pending.filter((op) => !outcome.failed.has(opName(op)));
+    pending = await unsatisfied(pending, before, options.signal);
+
+    // Without the unresolvable ones, the rest may well go through together.
+    if (pending.length > 1 && batchErrors.unresolved.size > 0) {
+      const again = await runApt(joinOperations(pending), options);
+      if (again.exitCode === 0) return;
+      pending = await unsatisfied(pending, before, options.signal);
+    }
+
+    // Each remaining operation on its own, once.
+    for (const op of pending) {
+      const single = await runApt(joinOperations([op]), options);
+      if (single.exitCode === 0) continue;
+      if ((await unsatisfied([op], before, options.signal)).length === 0) continue;
+      const output = `${single.stdout}\n${single.stderr}`;
+      outcome.failed.set(opName(op), failureReason(opName(op), parseAptErrors(output), output, single.signal));
+    }
+  }
 
   /** The operations whose result dpkg does not show (yet). */
   async function unsatisfied(

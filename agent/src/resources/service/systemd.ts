@@ -10,7 +10,7 @@
  * and daemon-reload does nothing.
  */
 import { DriftlessError } from "../../errors.js";
-import type { CommandResult } from "../../host/runner.js";
+import { type CommandResult, describeFailure } from "../../host/runner.js";
 import type { ActualService } from "../types.js";
 import type { ServiceAction, ServiceManager, ServiceManagerContext } from "./manager.js";
 
@@ -129,7 +129,7 @@ export function createSystemdManager(ctx: ServiceManagerContext): ServiceManager
       }
       const run = await systemctl([action, "--", unit], signal);
       if (run.exitCode !== 0) {
-        const message = run.stderr.trim() || run.stdout.trim() || `exit code ${run.exitCode}`;
+        const message = describeFailure(run);
         // A unit removed earlier in the run (its package purged) is as stopped and disabled as it gets.
         if ((action === "stop" || action === "disable") && isGone(message)) return;
         throw new DriftlessError(`systemctl ${action} ${unit} failed: ${message}`, {
@@ -145,7 +145,7 @@ export function createSystemdManager(ctx: ServiceManagerContext): ServiceManager
       if (offline) return;
       const run = await systemctl(["daemon-reload"], signal);
       if (run.exitCode !== 0) {
-        const message = run.stderr.trim() || `exit code ${run.exitCode}`;
+        const message = describeFailure(run, { stdout: false });
         throw new DriftlessError(`systemctl daemon-reload failed: ${message}`, {
           code: "ESYSTEMD",
           phase: "apply",
@@ -199,7 +199,7 @@ export function createSystemdManager(ctx: ServiceManagerContext): ServiceManager
 }
 
 function readError(what: string, run: CommandResult): DriftlessError {
-  const message = run.stderr.trim() || run.stdout.trim() || `exit code ${run.exitCode}`;
+  const message = describeFailure(run);
   return new DriftlessError(`${what} failed: ${message}`, {
     code: "ESYSTEMD",
     phase: "read",
