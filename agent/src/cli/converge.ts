@@ -148,7 +148,9 @@ export async function runConverge(verb: Verb, args: string[], io: Io): Promise<n
     if (copyTrustedTree(stateDir, path.join(scratch.dir, "state"), ["state.db", "state.db-wal"])) {
       try {
         state = StateStore.open(path.join(scratch.dir, "state"), { readonly: true });
+        state.sourceState(); // a copy taken in the middle of a write may not read
       } catch {
+        state?.close();
         state = null; // plan works without the records, it only reads more
       }
     }
