@@ -119,6 +119,12 @@ export async function runConverge(verb: Verb, args: string[], io: Io): Promise<n
     if (stop.signal.aborted) abort.abort(new Error("interrupted"));
     else stop.abort(new Error("interrupted"));
   };
+  const offSignals = () => {
+    process.off("SIGINT", onSignal);
+    process.off("SIGTERM", onSignal);
+  };
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
   let state: StateStore | null = null;
   let lock: RunLock | null = null;
   let scratch: Scratch | null = null;
@@ -135,6 +141,7 @@ export async function runConverge(verb: Verb, args: string[], io: Io): Promise<n
       state = StateStore.open(stateDir);
     } catch (error) {
       lock?.release();
+      offSignals();
       if (error instanceof DriftlessError && error.code === "ELOCKED") {
         return fail(`${error.message}; pass --wait to wait for it`);
       }
@@ -156,8 +163,6 @@ export async function runConverge(verb: Verb, args: string[], io: Io): Promise<n
     }
   }
 
-  process.on("SIGINT", onSignal);
-  process.on("SIGTERM", onSignal);
   const progress = io.progress();
   let result: CycleResult;
   let host: string;
@@ -218,8 +223,7 @@ export async function runConverge(verb: Verb, args: string[], io: Io): Promise<n
     );
   } finally {
     progress.stop();
-    process.off("SIGINT", onSignal);
-    process.off("SIGTERM", onSignal);
+    offSignals();
     state?.close();
     lock?.release();
     scratch?.remove();
