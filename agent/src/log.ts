@@ -54,8 +54,9 @@ export function redact(fields: Record<string, unknown>): Record<string, unknown>
   return out;
 }
 
+/** Drops the user information of every URL in `text`, up to the authority's last `@` (a password may hold `@`). */
 export function redactUrl(text: string): string {
-  return text.replace(/(\b[a-z][a-z0-9+.-]*:\/\/)[^/@\s]+@/gi, "$1***@");
+  return text.replace(/(\b[a-z][a-z0-9+.-]*:\/\/)[^/?#\s]*@/gi, "$1***@");
 }
 
 export function isLevel(value: string | undefined): value is Level {

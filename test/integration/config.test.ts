@@ -64,6 +64,43 @@ broker: { url: http://cp:1883 }
     expect(bad.errors[0]?.toString()).toMatch(/^environment DRIFTLESS_MODE: mode: Invalid option/);
   });
 
+  it("has a fetch deadline, 2 minutes unless set (file or DRIFTLESS_SOURCE_FETCH_TIMEOUT)", () => {
+    expect(load(minimal).loaded?.config.source.fetchTimeout).toBe(120_000);
+    expect(load(`${minimal}  fetchTimeout: 3s\n`).loaded?.config.source.fetchTimeout).toBe(3000);
+    const env = load(minimal, { DRIFTLESS_SOURCE_FETCH_TIMEOUT: "45s" });
+    expect(env.loaded?.config.source.fetchTimeout).toBe(45_000);
+  });
+
+  it("takes command-line keys over the file and the environment, and names the option in errors", () => {
+    const { dir } = load(minimal);
+    const file = path.join(dir, "agent.yaml");
+    const overrides = [
+      { key: ["host"], value: "cli-1", option: "--host" },
+      { key: ["labels", "role"], value: "db", option: "--label" },
+    ];
+    const { loaded } = loadAgentConfig(fs, file, { DRIFTLESS_HOST: "env-1" }, "", { overrides });
+    expect(loaded?.config).toMatchObject({ host: "cli-1", labels: { role: "db" } });
+    const bad = loadAgentConfig(fs, file, {}, "", {
+      overrides: [{ key: ["host"], value: "no/slash", option: "--host" }],
+    });
+    expect(bad.errors[0]?.toString()).toMatch(/^option --host: host: must be a host id/);
+    // No file at all: a source on the command line is enough.
+    const none = loadAgentConfig(fs, path.join(dir, "missing.yaml"), {}, "", {
+      overrides: [{ key: ["source", "url"], value: "/srv/profiles", option: "--source" }],
+    });
+    expect(none.loaded?.config).toMatchObject({ source: { url: "/srv/profiles" }, stateDir: "/var/lib/driftless" });
+  });
+
+  it("reads a tree's own file with its paths inside the tree", () => {
+    const ok = makeRepo({ "etc/driftless/agent.yaml": `${minimal}  tokenFile: /etc/driftless/token\n` });
+    const config = loadAgentConfig(fs, path.join(ok, "etc/driftless/agent.yaml"), {}, "", { treeRoot: ok }).loaded
+      ?.config;
+    expect(config).toMatchObject({
+      stateDir: path.join(ok, "var/lib/driftless"),
+      source: { tokenFile: path.join(ok, "etc/driftless/token") },
+    });
+  });
+
   it("works from the environment alone, and says what is missing otherwise", () => {
     expect(load(null, { DRIFTLESS_SOURCE_URL: "https://git.example.com/f.git" }).loaded?.config.source.url).toBe(
       "https://git.example.com/f.git",

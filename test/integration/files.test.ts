@@ -25,6 +25,7 @@ import { planFile } from "../../agent/src/resources/file/plan.js";
 import { type FileRecord, fingerprintOf, readFiles } from "../../agent/src/resources/file/read.js";
 import { StateStore } from "../../agent/src/state/db.js";
 import { accounts, file, sha256 } from "../support/desired.js";
+import { driftless, handOver } from "../support/cli.js";
 import { run } from "../support/ports.js";
 import { cleanupTemp, fleet, makeRepo, profile, tempDir } from "../support/repo.js";
 
@@ -220,6 +221,23 @@ describe("files converge into a root", () => {
     expect(readFileSync(path.join(root, "run/x.pid"), "utf8")).toBe("1");
     expect(readdirSync(outside)).toEqual([]);
     expect(lstatSync(path.join(root, outside, "y")).isFile()).toBe(true);
+  });
+
+  it("keeps the default state directory inside the root when /var is an absolute symlink", async () => {
+    const root = tempDir();
+    const outside = tempDir();
+    const { symlinkSync } = await import("node:fs");
+    // Inside the root, /var leads to ROOT/<outside>; followed on the machine it would be `outside`.
+    symlinkSync(outside, path.join(root, "var"));
+    handOver(root, outside);
+    const repo = makeRepo({
+      "fleet.yaml": fleet("  - match: {}\n    profiles: [p]\n"),
+      "p.yaml": profile("p", `files:\n  - { path: /etc/x.conf, content: "x" }\n`),
+    });
+    const result = driftless(["apply", "--source", repo, "--root", root, "--host", "h"]);
+    expect(result.exitCode, result.stderr).toBe(2);
+    expect(readdirSync(outside)).toEqual([]);
+    expect(lstatSync(path.join(root, outside, "lib/driftless/state.db")).isFile()).toBe(true);
   });
 
   const asRoot = process.getuid?.() === 0;

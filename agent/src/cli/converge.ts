@@ -1,17 +1,30 @@
-/** `driftless plan` and `driftless apply`. */
-
-import * as os from "node:os";
+/**
+ * `driftless plan` and `driftless apply`: the agent's cycle (`daemon/cycle.ts`), run once from
+ * the command line. The agent configuration gives host, labels, state directory, source and
+ * trust; flags override single keys. `apply` takes the run lock and records the run, as the
+ * daemon does; `plan` writes nothing: a Git URL is fetched into a private temp directory that is
+ * removed at the end, the state database is only read, the facts cache is not written.
+ */
 import * as path from "node:path";
-import { changesForReport, converge, driftReport, type RunOutcome, toRunRecord } from "../engine/run.js";
+import { DEFAULT_CONFIG } from "../config/env.js";
+import { type ConfigOverride, loadAgentConfig } from "../config/load.js";
+import type { AgentConfig } from "../config/schema.js";
+import { runPrepared } from "../daemon/agent.js";
+import type { CycleResult } from "../daemon/cycle.js";
+import { createTrustCheck } from "../daemon/trust.js";
+import { changesForReport, driftReport, type RunPorts } from "../engine/run.js";
 import type { Change, ResourceResult } from "../engine/types.js";
 import { DriftlessError, errorMessage } from "../errors.js";
+import type { Facts } from "../facts/collect.js";
 import { gatherFacts } from "../facts/gather.js";
 import { HostFs } from "../host/fs.js";
 import { gitHttp } from "../host/http.js";
 import { type RunLock, tryLock, waitLock } from "../host/lock.js";
+import { copyTrustedTree, privateTempDir, type Scratch } from "../host/scratch.js";
+import { type Logger, redact } from "../log.js";
 import { detectPackageManager } from "../resources/package/apt.js";
 import { createSystemdManager } from "../resources/service/systemd.js";
-import { GitCache, isGitUrl } from "../source/git.js";
+import { isGitUrl } from "../source/git.js";
 import { StateStore } from "../state/db.js";
 import { parse, parseLabels } from "./args.js";
 import type { Io } from "./io.js";
@@ -19,6 +32,7 @@ import { applySummary, formatChange, formatErrors, formatHeader, formatResult, p
 
 export const CONVERGE_OPTIONS = {
   source: { type: "string" },
+  config: { type: "string" },
   root: { type: "string" },
   state: { type: "string" },
   host: { type: "string" },
@@ -31,26 +45,33 @@ export const CONVERGE_OPTIONS = {
   json: { type: "boolean" },
 } as const;
 
-export function convergeHelp(verb: "plan" | "apply"): string {
+type Verb = "plan" | "apply";
+
+export function convergeHelp(verb: Verb): string {
   const what =
     verb === "plan"
-      ? "Shows what would change on this host. Writes nothing."
-      : "Converges this host to its profiles and records the run.";
-  return `Usage: driftless ${verb} --source DIR [options]
+      ? "Shows what would change on this host. Writes nothing: no state, no cache, no facts file."
+      : "Converges this host to its profiles and records the run, as one run of the agent does.";
+  return `Usage: driftless ${verb} [--source DIR|URL] [--config FILE] [options]
 
 ${what}
+Reads the agent configuration (${DEFAULT_CONFIG} when it exists, or DIR/etc/driftless/agent.yaml
+under --root DIR) for host, labels, state directory, source and trust; options override single
+keys. A Git URL goes through the agent's own fetch, signature check, rollback refusal, last good
+commit and offline fallback.
 
 Options:
-  --source DIR|URL      profile repository: a directory, or an http(s) Git URL fetched into the
-                        state directory (fleet.yaml selects the profiles)
-  --ref REF             with a URL: branch, tag or commit (default main)
-  --token-file FILE     with a URL: a file holding an access token
+  --source DIR|URL      profile repository: a directory, or an http(s) Git URL (source.url)
+  --config FILE         agent configuration to read (must exist)
+  --ref REF             with a URL: branch, tag or commit (source.ref, default main)
+  --token-file FILE     with a URL: a file holding an access token (source.tokenFile)
   --root DIR            manage the tree mounted at DIR instead of / (files under DIR,
                         packages through chroot, services enable/disable only)
-  --state DIR           state directory (default /var/lib/driftless, or DIR/var/lib/driftless
-                        under --root)
-  --host NAME           host name used by fleet.yaml and templates (default: this host's)
-  --label KEY=VALUE     a label for fleet.yaml matching and templates (repeatable)
+  --state DIR           state directory (stateDir; default /var/lib/driftless, or
+                        DIR/var/lib/driftless under --root)
+  --host NAME           host name used by fleet.yaml and templates (host; default: this host's)
+  --label KEY=VALUE     a label for fleet.yaml matching and templates (repeatable; each one
+                        overrides the configuration's label of that name)
   --profile NAME        apply this profile instead of fleet.yaml's assignments (repeatable)
   --refresh-packages    refresh the package index before checking 'latest' packages
   --wait                (apply) wait for a run in progress (the daemon's) instead of failing
@@ -58,43 +79,39 @@ Options:
   -h, --help            show this help
 
 Exit codes: 0 in sync, 2 changes ${verb === "plan" ? "pending" : "made"}, 1 the run could not start
-(nothing was applied), 4 some resources failed.
+(nothing was applied), 4 some resources failed or the new commit was refused.
 `;
 }
 
-export async function runConverge(verb: "plan" | "apply", args: string[], io: Io): Promise<number> {
+type Values = ReturnType<typeof parse<typeof CONVERGE_OPTIONS>>["values"];
+
+export async function runConverge(verb: Verb, args: string[], io: Io): Promise<number> {
   const { values } = parse(args, CONVERGE_OPTIONS);
   if (values.help) {
     io.out(convergeHelp(verb));
     return 0;
   }
-  if (!values.source) {
-    io.err(`driftless ${verb}: --source DIR is required (see driftless ${verb} --help)`);
-    return 1;
-  }
   const root = path.resolve(values.root ?? "/");
   const hostFs = new HostFs(root);
-  const repoFs = new HostFs("/");
-  const stateDir = path.resolve(values.state ?? path.join(root, "var/lib/driftless"));
-  const facts = await gatherFacts({ fs: hostFs, clock: io.clock, cacheFile: path.join(stateDir, "facts.json") });
-  // Under --root the tree's own name, when it has one.
-  const treeName = hostFs.isRooted ? hostFs.readTextIfExists("/etc/hostname")?.trim() : undefined;
-  const host = values.host ?? (treeName || String(facts.hostname));
-  const style = io.style;
+  const machineFs = new HostFs("/");
+  const fail = (message: string) => {
+    io.err(`driftless ${verb}: ${message}`);
+    return 1;
+  };
 
-  let source = values.source;
-  let commit: string | null = null;
-  if (isGitUrl(values.source)) {
-    try {
-      ({ dir: source, commit } = await fetchSource(values.source, values, stateDir, repoFs, verb));
-    } catch (error) {
-      io.err(`driftless ${verb}: ${error instanceof DriftlessError ? error.toString() : errorMessage(error)}`);
-      return 1;
-    }
+  const resolved = resolveConfig(verb, values, root, machineFs);
+  if ("error" in resolved) {
+    for (const line of resolved.error) io.err(`driftless ${verb}: ${line}`);
+    return 1;
   }
+  // `apply` converges whatever the configuration's mode: the command says so.
+  const config: AgentConfig = { ...resolved.config, ...(verb === "apply" ? { mode: "enforce" } : {}) };
+  const gitSource = isGitUrl(config.source.url);
+  if (!gitSource && machineFs.lstat(config.source.url)?.type !== "directory") {
+    return fail(`source ${config.source.url} is not a directory; nothing was applied`);
+  }
+  const { stateDir } = config;
 
-  let state: StateStore | null = null;
-  let lock: RunLock | null = null;
   const abort = new AbortController();
   const stop = new AbortController();
   // First signal: finish the resource under way, then stop. Second: cancel it too.
@@ -102,111 +119,212 @@ export async function runConverge(verb: "plan" | "apply", args: string[], io: Io
     if (stop.signal.aborted) abort.abort(new Error("interrupted"));
     else stop.abort(new Error("interrupted"));
   };
+  const offSignals = () => {
+    process.off("SIGINT", onSignal);
+    process.off("SIGTERM", onSignal);
+  };
   process.on("SIGINT", onSignal);
   process.on("SIGTERM", onSignal);
+  let state: StateStore | null = null;
+  let lock: RunLock | null = null;
+  let scratch: Scratch | null = null;
   if (verb === "apply") {
     process.umask(0o077); // the state database and cache are private; managed files get explicit modes
     try {
-      repoFs.mkdirp(stateDir, 0o700);
+      machineFs.mkdirp(stateDir, 0o700);
       lock = values.wait
         ? await waitLock(stateDir, `driftless apply (pid ${process.pid})`, io.clock, {
             signal: stop.signal,
             onWait: (owner) => io.err(`Waiting: ${owner}`),
           })
         : tryLock(stateDir, `driftless apply (pid ${process.pid})`, io.clock.now());
-      state = StateStore.open(stateDir);
+      state = StateStore.open(stateDir, {
+        keepRuns: config.state?.keepRuns,
+        onWarning: (message) => io.err(`driftless apply: warning: ${message}`),
+      });
     } catch (error) {
       lock?.release();
-      process.off("SIGINT", onSignal);
-      process.off("SIGTERM", onSignal);
+      offSignals();
       if (error instanceof DriftlessError && error.code === "ELOCKED") {
-        io.err(`driftless apply: ${error.message}; pass --wait to wait for it`);
-        return 1;
+        return fail(`${error.message}; pass --wait to wait for it`);
       }
-      io.err(`driftless apply: cannot use state directory ${stateDir}: ${(error as Error).message}`);
+      io.err(`driftless apply: cannot use state directory ${stateDir}: ${errorMessage(error)}`);
       io.err("Pass --state DIR with a directory you can write.");
       return 1;
     }
-  } else if (repoFs.lstat(path.join(stateDir, "state.db"))) {
-    try {
-      state = StateStore.open(stateDir, { readonly: true });
-    } catch {
-      state = null; // plan works without the records, it only reads more
+  } else {
+    // Reading a database in WAL mode writes beside it (-shm, -wal): a plan reads a private copy.
+    scratch = privateTempDir("driftless-plan-");
+    if (copyTrustedTree(stateDir, path.join(scratch.dir, "state"), ["state.db", "state.db-wal"])) {
+      try {
+        state = StateStore.open(path.join(scratch.dir, "state"), { readonly: true });
+        state.sourceState(); // a copy taken in the middle of a write may not read
+      } catch {
+        state?.close();
+        state = null; // plan works without the records, it only reads more
+      }
     }
   }
 
   const progress = io.progress();
-  let outcome: RunOutcome;
+  let result: CycleResult;
+  let host: string;
   try {
-    if (!values.json && verb === "apply") io.out(style.bold(`Applying for ${host}…`));
-    outcome = await converge(
+    const facts = await gatherFacts({
+      fs: hostFs,
+      clock: io.clock,
+      cacheFile: path.join(stateDir, "facts.json"),
+      writeCache: verb === "apply",
+    });
+    // Under --root the tree's own name, when it has one.
+    const treeName = hostFs.isRooted ? hostFs.readTextIfExists("/etc/hostname")?.trim() : undefined;
+    host = config.host ?? (treeName || String(facts.hostname));
+    let cacheDir = stateDir;
+    if (scratch && gitSource) {
+      // A private copy of the agent's cache (when it can be trusted), fetched into and removed.
+      cacheDir = scratch.dir;
+      copyTrustedTree(path.join(stateDir, "git"), path.join(cacheDir, "git"));
+    }
+    const ports: RunPorts = {
+      repoFs: machineFs,
+      hostFs,
+      runner: io.runner,
+      clock: io.clock,
+      packageManager: detectPackageManager,
+      serviceManager: createSystemdManager,
+    };
+    if (!values.json && verb === "apply") io.out(io.style.bold(`Applying for ${host}…`));
+    result = await runPrepared(
       {
-        repoFs,
-        hostFs,
-        runner: io.runner,
-        clock: io.clock,
-        packageManager: detectPackageManager,
-        serviceManager: createSystemdManager,
+        fs: machineFs,
+        gitFs: HostFs.nodeFs(),
+        http: gitHttp,
+        facts: async (): Promise<Facts> => facts,
+        trust: (c) => createTrustCheck(machineFs, c),
+        log: cliLogger(verb, io),
+        ports,
       },
+      { ...config, host },
+      state,
+      cacheDir,
       {
-        mode: verb,
-        source: path.resolve(source),
-        host,
-        labels: parseLabels(values.label),
-        facts,
-        ...(values.profile ? { profiles: values.profile } : {}),
-        refreshPackages: values["refresh-packages"] ?? false,
-        state,
-        signal: abort.signal,
+        fetch: true,
+        write: verb === "apply",
         stop: stop.signal,
-        onStart: (change: Change) => progress.start(`${change.action} ${change.resource}`),
-        onLine: (line: string) => progress.line(line),
-        onResult: (result: ResourceResult, change: Change | undefined) => {
-          progress.stop();
-          if (!values.json) for (const line of formatResult(result, change, style)) io.out(line);
+        signal: abort.signal,
+        extras: {
+          ...(values.profile ? { profiles: values.profile } : {}),
+          refreshPackages: values["refresh-packages"] ?? false,
+          onStart: (change: Change) => progress.start(`${change.action} ${change.resource}`),
+          onLine: (line: string) => progress.line(line),
+          onResult: (r: ResourceResult, change: Change | undefined) => {
+            progress.stop();
+            if (!values.json) for (const line of formatResult(r, change, io.style)) io.out(line);
+          },
         },
       },
     );
-    progress.stop();
-    if (verb === "apply" && state && outcome.exitCode !== 1) {
-      state.recordRun(toRunRecord(outcome, "apply", commit, commit ? { source: "git" } : {}));
-    }
   } finally {
     progress.stop();
-    process.off("SIGINT", onSignal);
-    process.off("SIGTERM", onSignal);
+    offSignals();
     state?.close();
     lock?.release();
+    scratch?.remove();
   }
+  return report(verb, host, result, values.json ?? false, io);
+}
 
-  if (values.json) {
+/** The configuration file (if any) with the environment's and the flags' keys on top. */
+function resolveConfig(
+  verb: Verb,
+  values: Values,
+  root: string,
+  fs: HostFs,
+): { config: AgentConfig } | { error: string[] } {
+  const explicit = values.config !== undefined;
+  const file = explicit ? path.resolve(values.config as string) : path.join(root, DEFAULT_CONFIG);
+  const exists = fs.lstat(file) !== null;
+  if (explicit && !exists) return { error: [`--config ${file}: no such file`] };
+  if (!exists && !values.source && !process.env.DRIFTLESS_SOURCE_URL) {
+    return { error: [`--source DIR is required (no configuration at ${file}; see driftless ${verb} --help)`] };
+  }
+  const overrides: ConfigOverride[] = [];
+  const set = (key: string[], value: unknown, option: string) => overrides.push({ key, value, option });
+  if (values.source)
+    set(["source", "url"], isGitUrl(values.source) ? values.source : path.resolve(values.source), "--source");
+  if (values.ref) set(["source", "ref"], values.ref, "--ref");
+  if (values["token-file"]) {
+    set(["source", "tokenFile"], path.resolve(values["token-file"]), "--token-file");
+    set(["source", "usernameFile"], undefined, "--token-file");
+    set(["source", "passwordFile"], undefined, "--token-file");
+  }
+  if (values.state) set(["stateDir"], path.resolve(values.state), "--state");
+  if (values.host) set(["host"], values.host, "--host");
+  for (const [key, value] of Object.entries(parseLabels(values.label))) set(["labels", key], value, "--label");
+  const treeRoot = !explicit && root !== "/" ? root : undefined;
+  const { loaded, errors } = loadAgentConfig(fs, file, process.env, undefined, {
+    ...(treeRoot ? { treeRoot } : {}),
+    overrides,
+  });
+  if (!loaded) return { error: errors.map((e) => e.toString()) };
+  return { config: loaded.config };
+}
+
+/** Warnings and errors of the cycle (fetch failed, commit refused, ...) on stderr, one line each. */
+function cliLogger(verb: Verb, io: Io): Logger {
+  const line = (level: string, msg: string, fields: Record<string, unknown> = {}) => {
+    const extra = Object.entries(redact(fields))
+      .filter(([, v]) => v !== null && v !== undefined)
+      .map(([k, v]) => `${k}=${typeof v === "string" ? v : JSON.stringify(v)}`)
+      .join(" ");
+    io.err(`driftless ${verb}: ${level}: ${msg}${extra ? `  ${extra}` : ""}`);
+  };
+  return {
+    debug() {},
+    info() {},
+    warn: (msg, fields) => line("warning", msg, fields),
+    error: (msg, fields) => line("error", msg, fields),
+  };
+}
+
+function report(verb: Verb, host: string, result: CycleResult, json: boolean, io: Io): number {
+  const { outcome } = result;
+  const style = io.style;
+  if (json) {
+    const cycleErrors = result.errors.filter((e) => !outcome?.errors.includes(e));
     io.out(
       JSON.stringify(
         {
-          run: outcome.id,
+          run: outcome?.id ?? null,
           host,
           mode: verb,
-          ...(commit ? { commit } : {}),
-          status: outcome.status,
-          exitCode: outcome.exitCode,
-          source: outcome.source,
-          profiles: outcome.profiles,
-          changes: outcome.plan ? changesForReport(outcome.plan, outcome.results) : [],
-          drift: outcome.plan ? driftReport(outcome.plan) : [],
-          problems: outcome.plan ? Object.fromEntries(outcome.plan.problems) : {},
-          errors: outcome.errors.map((e) => e.toJSON()),
-          results: outcome.results,
-          timings: outcome.timings,
+          ...(result.commit ? { commit: result.commit } : {}),
+          status: outcome?.status ?? "invalid",
+          exitCode: result.exitCode,
+          source: outcome?.source ?? result.source,
+          origin: result.source,
+          profiles: outcome?.profiles ?? [],
+          changes: outcome?.plan ? changesForReport(outcome.plan, outcome.results) : [],
+          drift: outcome?.plan ? driftReport(outcome.plan) : [],
+          problems: outcome?.plan ? Object.fromEntries(outcome.plan.problems) : {},
+          errors: [...cycleErrors, ...(outcome?.errors ?? [])].map((e) => e.toJSON()),
+          results: outcome?.results ?? [],
+          timings: outcome?.timings ?? {},
         },
         null,
         2,
       ),
     );
-    return outcome.exitCode;
+    return result.exitCode;
+  }
+  if (!outcome) {
+    // The cycle said why on stderr (its log); nothing was converged.
+    io.err(style.red("Nothing was applied."));
+    return result.exitCode;
   }
   if (outcome.exitCode === 1) {
     for (const line of formatErrors(outcome, style)) io.err(line);
-    return 1;
+    return result.exitCode;
   }
   if (verb === "plan") {
     io.out(formatHeader("Plan", host, outcome, style));
@@ -217,32 +335,5 @@ export async function runConverge(verb: "plan" | "apply", args: string[], io: Io
   } else {
     io.out(applySummary(outcome, style));
   }
-  return outcome.exitCode;
-}
-
-/** Fetches a Git URL into the state directory (or, for a plan by a user who cannot write it, a private cache). */
-async function fetchSource(
-  url: string,
-  values: { ref?: string | undefined; "token-file"?: string | undefined },
-  stateDir: string,
-  fs: HostFs,
-  verb: "plan" | "apply",
-): Promise<{ dir: string; commit: string }> {
-  let cacheDir = stateDir;
-  try {
-    fs.mkdirp(stateDir, 0o700);
-  } catch (error) {
-    if (verb === "apply") throw error;
-    cacheDir = path.join(os.tmpdir(), `driftless-cache-${process.getuid?.() ?? "user"}`);
-    fs.mkdirp(cacheDir, 0o700);
-  }
-  const tokenFile = values["token-file"];
-  const token = tokenFile ? (fs.readTextIfExists(path.resolve(tokenFile)) ?? "").trim() : undefined;
-  const git = new GitCache({ fs, gitFs: HostFs.nodeFs(), http: gitHttp }, cacheDir);
-  const commit = await git.fetch({
-    url,
-    ref: values.ref ?? "main",
-    ...(token ? { auth: { username: "git", password: token } } : {}),
-  });
-  return { dir: await git.checkout(commit), commit };
+  return result.exitCode;
 }

@@ -11,6 +11,7 @@ export const ENV_OVERRIDES: Record<string, string[]> = {
   DRIFTLESS_SOURCE_TOKEN_FILE: ["source", "tokenFile"],
   DRIFTLESS_SOURCE_INTERVAL: ["source", "interval"],
   DRIFTLESS_SOURCE_SPLAY: ["source", "splay"],
+  DRIFTLESS_SOURCE_FETCH_TIMEOUT: ["source", "fetchTimeout"],
   DRIFTLESS_TRUST_ALLOWED_SIGNERS: ["trust", "allowedSigners"],
   DRIFTLESS_TRUST_OPENPGP_KEYS: ["trust", "openpgpKeys"],
   DRIFTLESS_BROKER_URL: ["broker", "url"],

@@ -5,7 +5,7 @@
  */
 import * as path from "node:path";
 import { DriftlessError, sortByLocation } from "../errors.js";
-import type { HostFs } from "../host/fs.js";
+import { HostFs } from "../host/fs.js";
 import { formatField, isObject, issuesToErrors, type Locator, parseLocatedYaml } from "../yaml/located.js";
 import { DEFAULT_CONFIG, ENV_OVERRIDES } from "./env.js";
 import { type AgentConfig, agentConfigSchema } from "./schema.js";
@@ -23,8 +23,27 @@ const PATH_KEYS: string[][] = [
   ["broker", "ca"],
 ];
 
+/** A single key set on the command line; it overrides the file and the environment. */
+export interface ConfigOverride {
+  key: string[];
+  value: unknown;
+  /** The option that set it, for errors: `--host`. */
+  option: string;
+}
+
+export interface LoadOptions {
+  /**
+   * The file belongs to the tree mounted at this directory (`--root DIR` without `--config`):
+   * its absolute paths, and the default state directory, are read inside the tree.
+   */
+  treeRoot?: string;
+  /** Keys set on the command line; with `source.url` among them no file is needed. */
+  overrides?: ConfigOverride[];
+}
+
 export interface LoadedConfig {
   config: AgentConfig;
+  /** The file read; empty when there was none (everything came from the environment or options). */
   file: string;
   /** Which keys came from the environment. */
   fromEnv: string[];
@@ -36,11 +55,15 @@ export function loadAgentConfig(
   env: Record<string, string | undefined>,
   /** The file's text when already read (the supervisor hands it to each run); else it is read. */
   givenText?: string,
+  options: LoadOptions = {},
 ): { loaded?: LoadedConfig; errors: DriftlessError[] } {
   const errors: DriftlessError[] = [];
   const text = givenText !== undefined && givenText !== "" ? givenText : fs.readTextIfExists(file);
   const fromEnv = Object.keys(ENV_OVERRIDES).filter((name) => env[name] !== undefined && env[name] !== "");
-  if (text === null && !fromEnv.includes("DRIFTLESS_SOURCE_URL")) {
+  const overrides = options.overrides ?? [];
+  const sourceGiven =
+    fromEnv.includes("DRIFTLESS_SOURCE_URL") || overrides.some((o) => o.key.join(".") === "source.url");
+  if (text === null && !sourceGiven) {
     errors.push(
       new DriftlessError(
         `no configuration at ${file}; create it (driftless install writes one) or set DRIFTLESS_SOURCE_URL`,
@@ -73,22 +96,30 @@ export function loadAgentConfig(
     locate = first.locate;
   }
   // Paths in the file are relative to its directory; paths from the environment to the working directory.
+  // A tree's own file names paths inside the tree.
   const base = path.dirname(path.resolve(file));
+  // Resolved as a chroot would: an absolute link in the tree (`/var -> /data`) stays inside it.
+  const tree = options.treeRoot ? new HostFs(options.treeRoot) : undefined;
   for (const key of PATH_KEYS) {
     const value = getIn(raw, key);
-    if (typeof value === "string" && !path.isAbsolute(value)) setIn(raw, key, path.resolve(base, value));
+    if (typeof value !== "string") continue;
+    if (!path.isAbsolute(value)) setIn(raw, key, path.resolve(base, value));
+    else if (tree) setIn(raw, key, tree.resolveFollowing(value));
   }
+  if (tree && raw.stateDir === undefined) raw.stateDir = tree.resolveFollowing("/var/lib/driftless");
   for (const name of fromEnv) setIn(raw, ENV_OVERRIDES[name] as string[], env[name]);
-  const envOf = new Map(fromEnv.map((name) => [(ENV_OVERRIDES[name] as string[]).join("."), name]));
+  for (const o of overrides) setIn(raw, o.key, o.value);
+  const envOf = new Map(fromEnv.map((name) => [(ENV_OVERRIDES[name] as string[]).join("."), `environment ${name}`]));
+  for (const o of overrides) envOf.set(o.key.join("."), `option ${o.option}`);
   const result = agentConfigSchema.safeParse(raw);
   if (!result.success) {
     const locator: Locator = (fieldPath, options) => {
-      const variable = envOf.get(fieldPath.join("."));
-      return variable ? { file: `environment ${variable}`, field: formatField(fieldPath) } : locate(fieldPath, options);
+      const origin = envOf.get(fieldPath.join("."));
+      return origin ? { file: origin, field: formatField(fieldPath) } : locate(fieldPath, options);
     };
     return { errors: sortByLocation(issuesToErrors(result.error.issues, locator)) };
   }
-  return { loaded: { config: result.data, file, fromEnv }, errors };
+  return { loaded: { config: result.data, file: text === null ? "" : file, fromEnv }, errors };
 }
 
 function getIn(obj: Record<string, unknown>, key: string[]): unknown {

@@ -46,6 +46,9 @@ export const agentConfigSchema = z
       passwordFile: filePath.optional(),
       interval: duration("5m").describe("How often to fetch and converge."),
       splay: duration("1m").describe("Random delay added to each interval, so a fleet spreads out."),
+      fetchTimeout: duration("2m").describe(
+        "Longest a fetch may take, all requests together; then the run converges from the cached commit.",
+      ),
     }),
     trust: z
       .strictObject({

@@ -1,35 +1,28 @@
 /**
  * One run of the agent (`driftless agent --once`, and each run the supervisor starts): read the
  * configuration, take the run lock (waiting for a `driftless apply` under way), run one cycle,
- * and say when the next one is due.
+ * and say when the next one is due. A run that cannot start its cycle (a configuration that does
+ * not load, a trusted-keys file missing) is recorded as such, with why.
  */
-import type { HttpClient, PromiseFsClient } from "isomorphic-git";
+import * as path from "node:path";
+import { parse as parseYaml } from "yaml";
 import { loadAgentConfig } from "../config/load.js";
 import type { AgentConfig } from "../config/schema.js";
 import type { RunPorts } from "../engine/run.js";
 import { DriftlessError, ErrorList, errorMessage } from "../errors.js";
-import type { Facts } from "../facts/collect.js";
-import type { HostFs } from "../host/fs.js";
 import { type RunLock, waitLock } from "../host/lock.js";
-import type { Logger } from "../log.js";
-import { GitCache, isGitUrl } from "../source/git.js";
+import { isGitUrl } from "../source/git.js";
 import { StateStore } from "../state/db.js";
-import { type CycleResult, runCycle, type TrustCheck } from "./cycle.js";
+import { type CycleOptions, type CycleResult, recordFailedStart, runCycle } from "./cycle.js";
+import { prepareCycle, type SourceDeps } from "./source.js";
 
-export interface AgentDeps {
+export interface AgentDeps extends SourceDeps {
   configFile: string;
   /** The configuration's text when the supervisor hands it over (the last valid one on reload); else the file is read. */
   configText?: string;
   env: Record<string, string | undefined>;
-  /** The machine's filesystem (config, state, cache). */
-  fs: HostFs;
   /** Ports of a run against the managed host. */
   ports: RunPorts;
-  gitFs: PromiseFsClient | typeof import("node:fs");
-  http: (signal?: AbortSignal) => HttpClient;
-  facts: (config: AgentConfig) => Promise<Facts>;
-  trust: (config: AgentConfig) => Promise<TrustCheck | null>;
-  log: Logger;
   random?: () => number;
 }
 
@@ -75,6 +68,7 @@ export async function agentRun(
     config = loadConfig(deps);
   } catch (error) {
     log.error("configuration is invalid", { file: deps.configFile, error: describeError(error) });
+    recordInvalidConfig(deps, error);
     return {
       report: { exitCode: 1, configValid: false, nextInMs: INVALID_CONFIG_RETRY_MS, failures: request.failures + 1 },
     };
@@ -88,33 +82,28 @@ export async function agentRun(
     return { report: { exitCode: 0, configValid: true, nextInMs: wait, failures: request.failures } };
   }
 
-  deps.fs.mkdirp(config.stateDir, 0o700);
   let lock: RunLock | undefined;
   let state: StateStore | undefined;
   let result: CycleResult | undefined;
   let failures = request.failures;
   try {
+    deps.fs.mkdirp(config.stateDir, 0o700);
     lock = await waitLock(config.stateDir, `driftless agent (pid ${process.pid})`, deps.ports.clock, {
       signal: request.stop,
       onWait: (owner) => log.info("waiting for a run in progress", { owner }),
     });
-    state = StateStore.open(config.stateDir);
+    state = StateStore.open(config.stateDir, {
+      keepRuns: config.state?.keepRuns,
+      onWarning: (message) => log.warn(message, { stateDir: config.stateDir }),
+    });
     log.info("run started", { fetch: request.fetch });
-    const gitSource = isGitUrl(config.source.url);
-    result = await runCycle(
-      {
-        config,
-        ports: deps.ports,
-        state,
-        git: gitSource ? new GitCache({ fs: deps.fs, gitFs: deps.gitFs, http: deps.http }, config.stateDir) : null,
-        trust: gitSource ? await deps.trust(config) : null,
-        ...(gitSource ? credentials(deps.fs, config) : {}),
-        facts: await deps.facts(config),
-        log,
-      },
-      { fetch: request.fetch, stop: request.stop, signal: request.signal },
-    );
-    failures = result.errors.some((e) => e.code === "EFETCH") ? failures + 1 : 0;
+    result = await runPrepared(deps, config, state, config.stateDir, {
+      fetch: request.fetch,
+      write: true,
+      stop: request.stop,
+      signal: request.signal,
+    });
+    failures = result.notStarted || result.errors.some((e) => e.code === "EFETCH") ? failures + 1 : 0;
   } catch (error) {
     if (!request.stop.aborted) log.error("run failed", { error: describeError(error) });
     failures++;
@@ -139,14 +128,67 @@ export async function agentRun(
   };
 }
 
-/** Credentials are read from their files at every run, so a rotated secret needs no restart. */
-function credentials(fs: HostFs, config: AgentConfig): { auth?: { username: string; password: string } } {
-  const read = (file: string) => (fs.readTextIfExists(file) ?? "").trim();
-  const s = config.source;
-  if (s.tokenFile) return { auth: { username: s.username ?? "git", password: read(s.tokenFile) } };
-  if (s.usernameFile && s.passwordFile)
-    return { auth: { username: read(s.usernameFile), password: read(s.passwordFile) } };
-  return {};
+/**
+ * Prepares what the cycle needs (Git source with its cache in `cacheDir`, trust, facts) and runs
+ * it, the lock already held by the caller. What stops the run before its cycle is recorded
+ * (when the cycle writes) and returned as a run that could not start.
+ */
+export async function runPrepared(
+  deps: SourceDeps & { ports: RunPorts },
+  config: AgentConfig,
+  state: StateStore | null,
+  cacheDir: string,
+  options: CycleOptions,
+): Promise<CycleResult> {
+  const source = isGitUrl(config.source.url) ? "git" : "dir";
+  let prepared: Awaited<ReturnType<typeof prepareCycle>>;
+  try {
+    prepared = await prepareCycle(deps, config, cacheDir);
+  } catch (error) {
+    const e =
+      error instanceof DriftlessError
+        ? error
+        : new DriftlessError(errorMessage(error), { code: "ESTART", phase: "load", cause: error });
+    deps.log.error("run could not start", { error: describeError(e) });
+    if (options.write && state) recordFailedStart(state, deps.ports.clock, config.mode, source, [e]);
+    return { exitCode: 1, commit: null, source, errors: [e], notStarted: true };
+  }
+  return runCycle({ config, ports: deps.ports, state, ...prepared, log: deps.log }, options);
+}
+
+/**
+ * A configuration that does not load is recorded in the state directory it names (or the
+ * environment's), when that directory already exists: `driftless status` and the fleet see why
+ * the host does not converge.
+ */
+function recordInvalidConfig(deps: AgentDeps, error: unknown): void {
+  let stateDir = deps.env.DRIFTLESS_STATE_DIR || undefined;
+  if (!stateDir) {
+    try {
+      const text = deps.configText || deps.fs.readTextIfExists(deps.configFile);
+      const value = text ? (parseYaml(text) as { stateDir?: unknown } | null)?.stateDir : undefined;
+      if (typeof value === "string") stateDir = path.resolve(path.dirname(deps.configFile), value);
+    } catch {
+      // not YAML at all: no state directory to record in
+    }
+  }
+  if (!stateDir || deps.fs.lstat(stateDir)?.type !== "directory") return;
+  const errors = error instanceof ErrorList ? error.errors : [asDriftlessError(error)];
+  let state: StateStore | undefined;
+  try {
+    state = StateStore.open(stateDir, { onWarning: (message) => deps.log.warn(message, { stateDir }) });
+    recordFailedStart(state, deps.ports.clock, "enforce", "config", errors);
+  } catch (e) {
+    deps.log.warn("cannot record the failed run", { stateDir, error: errorMessage(e) });
+  } finally {
+    state?.close();
+  }
+}
+
+function asDriftlessError(error: unknown): DriftlessError {
+  return error instanceof DriftlessError
+    ? error
+    : new DriftlessError(errorMessage(error), { code: "ECONFIG", phase: "load", cause: error });
 }
 
 /** One line per problem, located. */

@@ -30,6 +30,8 @@ export interface FactsOptions {
   clock: Clock;
   /** A JSON cache file path on this machine, e.g. /var/lib/driftless/facts.json; undefined: no cache. */
   cacheFile?: string;
+  /** False: read the cache but never write it (`driftless plan` writes nothing). Default true. */
+  writeCache?: boolean;
   /** HostFs("/") used to read/write the cache file (the default). */
   cacheFs?: HostFs;
   /**
@@ -110,7 +112,7 @@ export async function gatherFacts(options: FactsOptions): Promise<HostFacts> {
         ? { retryAt: new Date(now.getTime() + RETRY_FAILED_AFTER_MS).toISOString() }
         : {}),
     };
-    if (cacheFile) writeFactsCache(cacheFs, cacheFile, cache);
+    if (cacheFile && options.writeCache !== false) writeFactsCache(cacheFs, cacheFile, cache);
   }
 
   const incomplete = Object.keys(cache.failed);

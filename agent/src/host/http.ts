@@ -1,17 +1,18 @@
 /**
- * The network port for Git: an isomorphic-git HTTP client on node:http(s) with a time limit for
- * every request, cancellation, and an optional CA bundle.
+ * The network port for Git: an isomorphic-git HTTP client on node:http(s). A request fails when no
+ * byte comes for IDLE_TIMEOUT_MS; the signal cancels it at any point, body included (the
+ * caller's overall fetch deadline, `source.fetchTimeout`, is such a signal).
  */
 import * as http from "node:http";
 import * as https from "node:https";
 import type { GitHttpRequest, GitHttpResponse, HttpClient } from "isomorphic-git";
 import { DriftlessError } from "../errors.js";
 
+/** No byte for this long fails a request. */
+const IDLE_TIMEOUT_MS = 30_000;
+
 export interface HttpOptions {
-  /** No byte for this long fails the request. */
-  idleTimeoutMs?: number;
   signal?: AbortSignal;
-  ca?: string;
 }
 
 export function createHttpClient(options: HttpOptions = {}): HttpClient {
@@ -27,8 +28,7 @@ export function createHttpClient(options: HttpOptions = {}): HttpClient {
             method: req.method ?? "GET",
             headers: req.headers,
             signal: options.signal,
-            timeout: options.idleTimeoutMs ?? 30_000,
-            ...(options.ca ? { ca: options.ca } : {}),
+            timeout: IDLE_TIMEOUT_MS,
           },
           (res) => {
             const headers: Record<string, string> = {};
@@ -47,7 +47,7 @@ export function createHttpClient(options: HttpOptions = {}): HttpClient {
         );
         request.on("timeout", () => {
           request.destroy(
-            new DriftlessError(`no answer from ${url.host} for ${(options.idleTimeoutMs ?? 30_000) / 1000} s`, {
+            new DriftlessError(`no answer from ${url.host} for ${IDLE_TIMEOUT_MS / 1000} s`, {
               code: "ETIMEOUT",
               phase: "load",
               retryable: true,

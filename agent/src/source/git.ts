@@ -6,17 +6,23 @@
  * host converges from: the commit the host uses is recorded in the state database only after it
  * was fetched, verified, checked out and validated. A checkout is built in a temp directory and
  * renamed into place, so a killed agent leaves either a whole checkout or none. A cache that a
- * killed fetch left unreadable is thrown away and fetched again.
+ * killed fetch left unreadable is thrown away and fetched again; a fetch that fails while the
+ * cache still reads (the server sent garbage, or took too long) leaves it as it is.
+ *
+ * The remote's URL carries no credentials (see `splitCredentials`): they go in `auth`, so they
+ * are never written into the cache's config or shown in an error.
  */
 import * as path from "node:path";
 import type { HttpClient, PromiseFsClient } from "isomorphic-git";
 import { DriftlessError, errorMessage } from "../errors.js";
 import type { HostFs } from "../host/fs.js";
+import { redactUrl } from "../log.js";
 import { splitSignedCommit } from "./verify.js";
 
 type Git = typeof import("isomorphic-git");
 
 export interface GitRemote {
+  /** Without user information (credentials go in `auth`). */
   url: string;
   /** Branch, tag or full commit id. */
   ref: string;
@@ -93,6 +99,7 @@ export class GitCache {
       ...this.#repo,
       http: this.#ports.http(signal),
       remote: "origin",
+      url: remote.url,
       ...(isCommitId ? {} : { ref: remote.ref, singleBranch: true }),
       tags: false,
       ...depth,
@@ -113,8 +120,8 @@ export class GitCache {
     try {
       return await this.#fetchOnce(remote, signal);
     } catch (error) {
-      if (isNetworkError(error) || signal?.aborted) throw fetchError(remote, error);
-      // Anything else means the cache is damaged (a killed fetch): start again from nothing.
+      if (isNetworkError(error) || signal?.aborted || (await this.#readable())) throw fetchError(remote, error);
+      // The cache itself is damaged (a killed fetch): start again from nothing.
       this.#ports.fs.removeTree(this.#gitdir);
       this.#cache = {};
       try {
@@ -190,6 +197,23 @@ export class GitCache {
     return this.#hasCommit(ancestor);
   }
 
+  /** True when every branch of the cache resolves to a commit it can read. */
+  async #readable(): Promise<boolean> {
+    const { fs } = this.#ports;
+    if (!fs.lstat(path.join(this.#gitdir, "config")) || !fs.lstat(path.join(this.#gitdir, "HEAD"))) return false;
+    try {
+      const git = await this.#lib();
+      const branches = await git.listBranches({ ...this.#repo });
+      for (const branch of branches) {
+        const oid = await git.resolveRef({ ...this.#repo, ref: `refs/heads/${branch}` });
+        await git.readCommit({ ...this.#repo, oid });
+      }
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
   async #hasCommit(oid: string): Promise<boolean> {
     try {
       const git = await this.#lib();
@@ -253,7 +277,6 @@ export class GitCache {
     return false;
   }
 
-  /** The directory holding the files of `oid`, made once, whole or not at all. */
   /**
    * The directory holding the files of `oid`, made once, whole or not at all. With `base` (the
    * commit checked out before), files and folders the new commit did not change are hard links
@@ -336,6 +359,25 @@ export class GitCache {
   }
 }
 
+/**
+ * A URL's user information taken out: the URL to show, store and fetch, and the credentials to
+ * send. A password may hold `@`: everything before the last `@` of the authority is user
+ * information (WHATWG URL parsing).
+ */
+export function splitCredentials(url: string): { url: string; auth?: { username: string; password: string } } {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    return { url: redactUrl(url) };
+  }
+  if (!parsed.username && !parsed.password) return { url };
+  const auth = { username: decodeURIComponent(parsed.username), password: decodeURIComponent(parsed.password) };
+  parsed.username = "";
+  parsed.password = "";
+  return { url: parsed.toString(), auth };
+}
+
 /** An http(s) URL is fetched with Git; anything else is a directory. */
 export function isGitUrl(url: string): boolean {
   return /^https?:\/\//.test(url);
@@ -356,14 +398,10 @@ function fetchError(remote: GitRemote, error: unknown): DriftlessError {
       : status
         ? `HTTP ${status}`
         : errorMessage(error);
-  return new DriftlessError(`cannot fetch ${remote.ref} from ${redactedUrl(remote.url)}: ${reason}`, {
+  return new DriftlessError(`cannot fetch ${remote.ref} from ${redactUrl(remote.url)}: ${redactUrl(reason)}`, {
     code: "EFETCH",
     phase: "load",
     retryable: true,
     cause: error,
   });
-}
-
-function redactedUrl(url: string): string {
-  return url.replace(/(\/\/)[^/@]+@/, "$1***@");
 }
