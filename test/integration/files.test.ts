@@ -24,8 +24,8 @@ import { applyFileSteps } from "../../agent/src/resources/file/apply.js";
 import { planFile } from "../../agent/src/resources/file/plan.js";
 import { type FileRecord, fingerprintOf, readFiles } from "../../agent/src/resources/file/read.js";
 import { StateStore } from "../../agent/src/state/db.js";
-import { accounts, file, sha256 } from "../support/desired.js";
 import { driftless, handOver } from "../support/cli.js";
+import { accounts, file, sha256 } from "../support/desired.js";
 import { run } from "../support/ports.js";
 import { cleanupTemp, fleet, makeRepo, profile, tempDir } from "../support/repo.js";
 
