@@ -29,7 +29,7 @@ describe("metrics registry", () => {
   it("escapes label values and help text", () => {
     const registry = new MetricsRegistry();
     registry.counter("c_total", "line\\one\ntwo", ["l"]).inc({ l: 'a"b\\c\nd' });
-    expect(registry.render()).toContain('# HELP c_total line\\\\one\\ntwo\n');
+    expect(registry.render()).toContain("# HELP c_total line\\\\one\\ntwo\n");
     expect(registry.render()).toContain('c_total{l="a\\"b\\\\c\\nd"} 1\n');
   });
 

@@ -35,7 +35,13 @@ describe("GitHub deliveries", () => {
   it("refuses a wrong, missing or malformed signature before reading the body", () => {
     const body = push();
     const headers = { "x-github-event": "push", "x-github-delivery": "d-1" };
-    for (const signature of [undefined, `sha256=${hmac(body, "other")}`, hmac(body), "sha256=zz", `sha1=${hmac(body)}`]) {
+    for (const signature of [
+      undefined,
+      `sha256=${hmac(body, "other")}`,
+      hmac(body),
+      "sha256=zz",
+      `sha1=${hmac(body)}`,
+    ]) {
       expect(classifyDelivery({ ...headers, "x-hub-signature-256": signature }, body, SECRET)).toMatchObject({
         kind: "unauthorized",
         provider: "github",
@@ -55,7 +61,10 @@ describe("GitHub deliveries", () => {
     });
     const ping = Buffer.from(JSON.stringify({ zen: "Keep it logically awesome.", hook_id: 1 }));
     expect(classifyDelivery(sign(ping, "ping"), ping, SECRET)).toMatchObject({ kind: "ignored", reason: "ping" });
-    expect(classifyDelivery(sign(ping, "issues"), ping, SECRET)).toMatchObject({ kind: "ignored", reason: "not a push" });
+    expect(classifyDelivery(sign(ping, "issues"), ping, SECRET)).toMatchObject({
+      kind: "ignored",
+      reason: "not a push",
+    });
     const tag = push({ ref: "refs/tags/v1" });
     expect(classifyDelivery(sign(tag, "push"), tag, SECRET)).toMatchObject({ kind: "ignored" });
     const deleted = push({ after: "0".repeat(40), deleted: true });
@@ -72,7 +81,11 @@ describe("GitHub deliveries", () => {
     ).toMatchObject({ kind: "invalid", provider: "github" });
     const noCommit = push({ after: "main" });
     expect(
-      classifyDelivery({ "x-github-event": "push", "x-hub-signature-256": `sha256=${hmac(noCommit)}` }, noCommit, SECRET),
+      classifyDelivery(
+        { "x-github-event": "push", "x-hub-signature-256": `sha256=${hmac(noCommit)}` },
+        noCommit,
+        SECRET,
+      ),
     ).toMatchObject({ kind: "invalid", reason: "push without a commit id" });
   });
 
@@ -96,7 +109,9 @@ describe("Gitea and Forgejo deliveries", () => {
       deliveryId: "gitea:g-1",
       branch: "release/1.2",
     });
-    expect(classifyDelivery({ ...gitea, "x-gitea-signature": hmac(body, "x") }, body, SECRET).kind).toBe("unauthorized");
+    expect(classifyDelivery({ ...gitea, "x-gitea-signature": hmac(body, "x") }, body, SECRET).kind).toBe(
+      "unauthorized",
+    );
     const forgejo = { "x-forgejo-event": "push", "x-forgejo-delivery": "f-1", "x-forgejo-signature": hmac(body) };
     expect(classifyDelivery(forgejo, body, SECRET)).toMatchObject({ kind: "push", deliveryId: "gitea:f-1" });
     expect(classifyDelivery({ "x-forgejo-event": "push" }, body, SECRET).kind).toBe("unauthorized");
