@@ -143,17 +143,11 @@ function compare(a: string, b: string): number {
 }
 
 /**
- * The control plane's counters, declared once. The ingest increments the message ones, the HTTP
- * server the request and webhook ones.
+ * The HTTP server's counters. The ingest and the embedded broker keep their own counters objects
+ * (`IngestCounters`, `refused`); `/metrics` renders them at each scrape (`ingestFamilies`).
  */
 export interface FleetMetrics {
   registry: MetricsRegistry;
-  /** Reports stored (not counting duplicates of reports already stored). */
-  reportsIngested: Counter;
-  /** Messages refused by the ingest, label `reason` (schema, identity, size, topic, ...). */
-  messagesDropped: Counter;
-  /** Acks published to hosts (`hosts/{id}/ack`). */
-  acksSent: Counter;
   /** Webhook deliveries, labels `provider` (github, gitea, gitlab, unknown) and `result`. */
   webhookDeliveries: Counter;
   /** HTTP requests answered, labels `route` (the route's pattern, not the path) and `code`. */
@@ -167,13 +161,6 @@ export const WEBHOOK_PROVIDERS = ["github", "gitea", "gitlab"] as const;
 export function createFleetMetrics(registry = new MetricsRegistry()): FleetMetrics {
   return {
     registry,
-    reportsIngested: registry.counter("driftless_reports_ingested_total", "Run reports stored (duplicates excluded)."),
-    messagesDropped: registry.counter(
-      "driftless_messages_dropped_total",
-      "MQTT messages dropped by the ingest, by reason.",
-      ["reason"],
-    ),
-    acksSent: registry.counter("driftless_acks_sent_total", "Acks published to hosts after their reports were stored."),
     webhookDeliveries: registry.counter(
       "driftless_webhook_deliveries_total",
       "Git webhook deliveries received, by provider and result.",
@@ -189,6 +176,78 @@ export function createFleetMetrics(registry = new MetricsRegistry()): FleetMetri
       ["route", "code"],
     ),
   };
+}
+
+/** The ingest's counters (its `stats` object, read at each scrape). */
+export interface IngestCounters {
+  received: number;
+  accepted: Readonly<Record<string, number>>;
+  reportsStored: number;
+  reportsDuplicate: number;
+  statusIgnored: number;
+  acksSent: number;
+  dropped: Readonly<Record<string, number>>;
+}
+
+function counter(name: string, help: string, value: number): MetricFamily {
+  return { name, help, type: "counter", samples: [{ labels: {}, value }] };
+}
+
+function byLabel(name: string, help: string, label: string, values: Readonly<Record<string, number>>): MetricFamily {
+  return {
+    name,
+    help,
+    type: "counter",
+    samples: Object.entries(values).map(([key, value]) => ({ labels: { [label]: key }, value })),
+  };
+}
+
+/** The ingest's and the embedded broker's counters as families. */
+export function ingestFamilies(
+  ingest: IngestCounters | undefined,
+  brokerRefused: Readonly<Record<string, number>> | undefined,
+): MetricFamily[] {
+  const families: MetricFamily[] = [];
+  if (ingest) {
+    families.push(
+      counter("driftless_messages_received_total", "MQTT messages from hosts seen by the ingest.", ingest.received),
+      byLabel(
+        "driftless_messages_accepted_total",
+        "Messages accepted by the ingest, by kind.",
+        "kind",
+        ingest.accepted,
+      ),
+      byLabel(
+        "driftless_messages_dropped_total",
+        "Messages dropped by the ingest, by reason.",
+        "reason",
+        ingest.dropped,
+      ),
+      counter("driftless_reports_ingested_total", "Run reports stored (duplicates excluded).", ingest.reportsStored),
+      counter(
+        "driftless_reports_duplicate_total",
+        "Reports received again and acknowledged again.",
+        ingest.reportsDuplicate,
+      ),
+      counter(
+        "driftless_status_ignored_total",
+        "Statuses and wills from an older session, ignored.",
+        ingest.statusIgnored,
+      ),
+      counter("driftless_acks_sent_total", "Acks published to hosts after their reports were stored.", ingest.acksSent),
+    );
+  }
+  if (brokerRefused) {
+    families.push(
+      byLabel(
+        "driftless_mqtt_refused_total",
+        "What the embedded broker refused (auth, will, publish, subscribe, size).",
+        "reason",
+        brokerRefused,
+      ),
+    );
+  }
+  return families;
 }
 
 /** The fleet's gauges, read from the store's summary at each scrape. */

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { createFleetMetrics, hostGauges, MetricsRegistry } from "../../controlplane/src/metrics.js";
+import { createFleetMetrics, hostGauges, ingestFamilies, MetricsRegistry } from "../../controlplane/src/metrics.js";
 
 describe("metrics registry", () => {
   it("renders counters and their labels as Prometheus text, sorted", () => {
@@ -42,22 +42,37 @@ describe("metrics registry", () => {
     expect(() => registry.counter("bad-name", "x")).toThrow(/not a Prometheus name/);
   });
 
-  it("shows the fleet counters at 0 before anything happened, and the host gauges from a summary", () => {
+  it("shows the webhook counters at 0 before any delivery, the host gauges from a summary, the ingest's counters", () => {
     const metrics = createFleetMetrics();
-    const text = metrics.registry.render(
-      hostGauges({
+    const text = metrics.registry.render([
+      ...hostGauges({
         hosts: 3,
         presence: { online: 2, stale: 0, offline: 1, lost: 0, unknown: 0 },
         sync: { "in-sync": 1, drifted: 1, failed: 0, "never-reported": 1 },
         commits: {},
       }),
-    );
-    expect(text).toContain("driftless_reports_ingested_total 0\n");
-    expect(text).toContain("driftless_acks_sent_total 0\n");
+      ...ingestFamilies(
+        {
+          received: 9,
+          accepted: { status: 1, heartbeat: 2, report: 3, facts: 0 },
+          reportsStored: 2,
+          reportsDuplicate: 1,
+          statusIgnored: 0,
+          acksSent: 2,
+          dropped: { schema: 1, identity: 2 },
+        },
+        { auth: 4 },
+      ),
+    ]);
     expect(text).toContain('driftless_webhook_deliveries_total{provider="github",result="published"} 0\n');
     expect(text).toContain("driftless_hosts 3\n");
     expect(text).toContain('driftless_hosts_presence{presence="online"} 2\n');
     expect(text).toContain('driftless_hosts_sync{sync="drifted"} 1\n');
     expect(text).toContain("# TYPE driftless_hosts_sync gauge\n");
+    expect(text).toContain("driftless_reports_ingested_total 2\n");
+    expect(text).toContain("driftless_acks_sent_total 2\n");
+    expect(text).toContain('driftless_messages_dropped_total{reason="identity"} 2\n');
+    expect(text).toContain('driftless_messages_accepted_total{kind="report"} 3\n');
+    expect(text).toContain('driftless_mqtt_refused_total{reason="auth"} 4\n');
   });
 });

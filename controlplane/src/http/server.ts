@@ -10,7 +10,7 @@ import { randomUUID } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { errorMessage } from "../../../agent/src/errors.js";
-import { hostGauges, type WebhookResult } from "../metrics.js";
+import { hostGauges, ingestFamilies, type WebhookResult } from "../metrics.js";
 import * as api from "./api.js";
 import { bearerToken, cookie, SESSION_COOKIE, Sessions } from "./auth.js";
 import { renderFleetPage, renderLoginPage } from "./page.js";
@@ -110,7 +110,11 @@ export function createHttpServer(input: Omit<HttpDeps, "newId"> & { newId?: () =
 
   async function metricsRoute(r: Request) {
     const summary = await deps.store.summary(deps.now());
-    sendText(r.res, 200, "text/plain; version=0.0.4; charset=utf-8", metrics.registry.render(hostGauges(summary)));
+    const text = metrics.registry.render([
+      ...hostGauges(summary),
+      ...ingestFamilies(deps.counters?.ingest, deps.counters?.brokerRefused),
+    ]);
+    sendText(r.res, 200, "text/plain; version=0.0.4; charset=utf-8", text);
   }
 
   async function hookRoute(r: Request) {
