@@ -59,7 +59,7 @@ export function createIngest(deps: IngestDeps): Ingest {
   const acks = new Map<string, number>();
   let ackFlush: Promise<void> | null = null;
 
-  const drop = (reason: DropReason, message: InboundMessage, detail?: string) => {
+  const drop = (reason: DropReason, message: InboundMessage, detail: string | undefined) => {
     stats.dropped[reason]++;
     deps.log.warn("message dropped", {
       reason,
@@ -125,33 +125,21 @@ export function createIngest(deps: IngestDeps): Ingest {
 
   const handle = (message: InboundMessage): void => {
     stats.received++;
+    let verdict: Verdict;
     try {
-      const topic = parseHostTopic(message.topic);
-      if (!topic || !UP_KINDS.has(topic.kind)) return drop("topic", message);
-      if (message.payload.length > MAX_PAYLOAD_BYTES) return drop("size", message, `${message.payload.length} bytes`);
-      let json: unknown;
-      try {
-        json = JSON.parse(message.payload.toString("utf8"));
-      } catch (error) {
-        return drop("json", message, (error as Error).message);
-      }
-      const parsed = payloadSchemas[topic.kind as "status"].safeParse(json);
-      if (!parsed.success) {
-        const issue = parsed.error.issues[0];
-        return drop("schema", message, issue ? `${issue.path.join(".") || "(payload)"}: ${issue.message}` : undefined);
-      }
-      const payload = parsed.data as { host: string };
-      if (payload.host !== topic.host || (message.sender !== null && message.sender !== topic.host)) {
-        return drop("identity", message, `payload host ${payload.host}`);
-      }
-      stats.accepted[topic.kind as keyof IngestStats["accepted"]]++;
-      const work = store(topic.kind, topic.host, parsed.data, message);
-      inFlight.add(work);
-      void work.finally(() => inFlight.delete(work));
+      verdict = validate(message);
     } catch (error) {
-      // Nothing above should throw; if it does, the message is dropped, never the ingest.
-      drop("schema", message, (error as Error).message);
+      // Nothing in validate should throw; if it does, the message is dropped, never the ingest.
+      verdict = { drop: "schema", detail: (error as Error).message };
     }
+    if ("drop" in verdict) {
+      drop(verdict.drop, message, verdict.detail);
+      return;
+    }
+    stats.accepted[verdict.kind]++;
+    const work = store(verdict.kind, verdict.host, verdict.payload, message);
+    inFlight.add(work);
+    void work.finally(() => inFlight.delete(work));
   };
 
   const idle = async () => {
@@ -161,4 +149,31 @@ export function createIngest(deps: IngestDeps): Ingest {
   };
 
   return { stats, handle, idle };
+}
+
+type UpKind = keyof IngestStats["accepted"];
+type Verdict = { kind: UpKind; host: string; payload: unknown } | { drop: DropReason; detail?: string };
+
+/** Accepts a message (its kind, host and parsed payload) or says why it is dropped. */
+export function validate(message: InboundMessage): Verdict {
+  const topic = parseHostTopic(message.topic);
+  if (!topic || !UP_KINDS.has(topic.kind)) return { drop: "topic" };
+  if (message.payload.length > MAX_PAYLOAD_BYTES) return { drop: "size", detail: `${message.payload.length} bytes` };
+  let json: unknown;
+  try {
+    json = JSON.parse(message.payload.toString("utf8"));
+  } catch (error) {
+    return { drop: "json", detail: (error as Error).message };
+  }
+  const kind = topic.kind as UpKind;
+  const parsed = payloadSchemas[kind].safeParse(json);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    return { drop: "schema", detail: issue ? `${issue.path.join(".") || "(payload)"}: ${issue.message}` : "" };
+  }
+  const payload = parsed.data as { host: string };
+  if (payload.host !== topic.host || (message.sender !== null && message.sender !== topic.host)) {
+    return { drop: "identity", detail: `payload host ${payload.host}, sender ${message.sender ?? "unknown"}` };
+  }
+  return { kind, host: topic.host, payload };
 }
