@@ -2,6 +2,7 @@
 import { parse } from "../../agent/src/cli/args.js";
 import { DriftlessError } from "../../agent/src/errors.js";
 import { createLogger, type Logger } from "../../agent/src/log.js";
+import type { FleetVerb } from "./cli/fleet.js";
 import { FleetError } from "./errors.js";
 import type { HttpStarter } from "./serve.js";
 
@@ -22,6 +23,12 @@ Usage: driftlessctl <command> [options]
 
 Commands:
   serve               run the control plane: MQTT ingest, fleet store, HTTP API, dashboard
+  hosts               the fleet's hosts: presence, sync, commit (over the HTTP API)
+  host ID             one host: state, labels, last run, drift
+  drift [ID]          the drift of one host, or of every drifted or failed host
+  runs ID             a host's last runs
+  converge ID         ask a host to converge now
+  refresh             ask every host to fetch its Git source now
   hosts add NAME      create a host's MQTT credentials (prints the password once)
   hosts remove NAME   revoke a host's credentials (a running serve disconnects it)
   schema              print the JSON Schema of the MQTT protocol's payloads
@@ -76,12 +83,17 @@ export async function main(argv: string[], io: CtlIo): Promise<number> {
   try {
     switch (command) {
       case "serve":
-        return await serveCommand(args, io);
+        return await serveCommand(args, io, (await import("./http/start.js")).startHttp);
       case "hosts":
         if (args[0] === "add") return await hostsAdd(args.slice(1), io);
         if (args[0] === "remove") return await hostsRemove(args.slice(1), io);
-        io.err(`driftlessctl hosts: expected add or remove\n\n${HOSTS_ADD_HELP}\n${HOSTS_REMOVE_HELP}`);
-        return 1;
+        return await fleetCommand("hosts", args, io);
+      case "host":
+      case "drift":
+      case "runs":
+      case "converge":
+      case "refresh":
+        return await fleetCommand(command, args, io);
       case "schema": {
         const { values } = parse(args, {});
         if (values.help) {
@@ -174,6 +186,13 @@ async function serveCommand(args: string[], io: CtlIo, createHttp?: HttpStarter)
   log.info("stopping", { signal });
   await running.close();
   return 0;
+}
+
+/** The fleet CLI verbs: a client of a running serve's HTTP API. */
+async function fleetCommand(verb: FleetVerb, args: string[], io: CtlIo): Promise<number> {
+  const { runFleetCommand } = await import("./cli/fleet.js");
+  const { systemFleetIo } = await import("./cli/fleet-io.js");
+  return runFleetCommand(verb, args, systemFleetIo(io.out, io.err));
 }
 
 async function hostsAdd(args: string[], io: CtlIo): Promise<number> {
