@@ -154,7 +154,15 @@ export interface FleetMetrics {
   httpRequests: Counter;
 }
 
-export const WEBHOOK_RESULTS = ["published", "duplicate", "ignored", "unauthorized", "invalid", "disabled"] as const;
+export const WEBHOOK_RESULTS = [
+  "published",
+  "duplicate",
+  "ignored",
+  "unauthorized",
+  "invalid",
+  "disabled",
+  "failed",
+] as const;
 export type WebhookResult = (typeof WEBHOOK_RESULTS)[number];
 export const WEBHOOK_PROVIDERS = ["github", "gitea", "gitlab"] as const;
 

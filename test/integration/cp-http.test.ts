@@ -353,6 +353,35 @@ describe("Git webhooks", () => {
   });
 });
 
+describe("Gitea and Forgejo webhooks", () => {
+  it("a Gitea push signed in X-Gitea-Signature publishes refresh", async () => {
+    const host = await connect("listener", [FLEET_CMD_TOPIC]);
+    const body = JSON.stringify({ ref: "refs/heads/main", before: SHA2, after: SHA1, commits: [], total_commits: 0 });
+    const headers = {
+      "content-type": "application/json",
+      "x-gitea-event": "push",
+      "x-gitea-event-type": "push",
+      "x-github-event": "push",
+      "x-gitea-delivery": "gitea-1",
+    };
+    const sign = (secret: string) => createHmac("sha256", secret).update(body).digest("hex");
+    const wrong = await fetch(`${base}/hooks/git`, {
+      method: "POST",
+      headers: { ...headers, "x-gitea-signature": sign("nope") },
+      body,
+    });
+    expect(wrong.status).toBe(401);
+    const response = await fetch(`${base}/hooks/git`, {
+      method: "POST",
+      headers: { ...headers, "x-gitea-signature": sign(SECRET) },
+      body,
+    });
+    expect(response.status).toBe(202);
+    expect((await host.next()).json).toMatchObject({ cmd: "refresh", commit: SHA1, ref: "main" });
+    await host.close();
+  });
+});
+
 describe("metrics", () => {
   it("counts hosts, reports, acks, webhook deliveries and requests", async () => {
     const response = await fetch(`${base}/metrics`);
@@ -411,7 +440,10 @@ describe("the page at /", () => {
     );
   });
 
-  it("accepts the API token in the login form (not in the address)", async () => {
+  it("accepts the API token in the login form, not in the address", async () => {
+    const inAddress = await fetch(`${base}/?token=${TOKEN}`, { redirect: "manual" });
+    expect(inAddress.status).toBe(401);
+    expect(inAddress.headers.get("set-cookie")).toBeNull();
     const login = await fetch(`${base}/login`, {
       method: "POST",
       headers: { "content-type": "application/x-www-form-urlencoded" },
@@ -420,6 +452,52 @@ describe("the page at /", () => {
     });
     expect(login.status).toBe(303);
     expect(login.headers.get("set-cookie")).toMatch(/^driftless_session=/);
+  });
+});
+
+describe("when the broker cannot publish", () => {
+  it("answers 503 to a command and to a push, saying what to do", async () => {
+    const stopped = new EmbeddedBroker({
+      host: "127.0.0.1",
+      port: 0,
+      credentials: store,
+      log: silentLogger,
+      now: () => Date.now(),
+    });
+    await stopped.start();
+    await stopped.close();
+    const server = createHttpServer({
+      store,
+      publish: (topic, payload, options) => stopped.publish(topic, payload, options),
+      metrics: createFleetMetrics(),
+      apiToken: TOKEN,
+      webhookSecret: SECRET,
+      logger: silentLogger,
+      now: () => new Date(),
+    });
+    const { url } = await server.listen("127.0.0.1", 0);
+    try {
+      const converge = await fetch(`${url}/api/v1/hosts/web-1/converge`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${TOKEN}` },
+      });
+      expect(converge.status).toBe(503);
+      expect(((await converge.json()) as { error: string }).error).toMatch(/^the command was not published/);
+      const body = githubPush(SHA3);
+      const push = await fetch(`${url}/hooks/git`, {
+        method: "POST",
+        headers: {
+          "x-github-event": "push",
+          "x-github-delivery": "delivery-while-broker-down",
+          "x-hub-signature-256": `sha256=${createHmac("sha256", SECRET).update(body).digest("hex")}`,
+        },
+        body,
+      });
+      expect(push.status).toBe(503);
+      expect(((await push.json()) as { error: string }).error).toContain(`driftlessctl refresh --commit ${SHA3}`);
+    } finally {
+      await server.close();
+    }
   });
 });
 

@@ -1,4 +1,5 @@
 /** The JSON API under `/api/v1/` (bearer token checked by the server before these run). */
+import { errorMessage } from "../../../agent/src/errors.js";
 import { FLEET_CMD_TOPIC, HOST_ID_PATTERN, hostTopic } from "../../../protocol/topics.js";
 import type { HostFilter } from "../store/types.js";
 import { HttpError, readJsonObject } from "./respond.js";
@@ -108,7 +109,7 @@ export async function converge(deps: HttpDeps, id: string): Promise<ApiAnswer> {
   if (!(await deps.store.getHost(id, deps.now()))) throw new HttpError(404, `no host ${id}`);
   const commandId = deps.newId();
   const payload = { v: 1, host: id, cmd: "converge", id: commandId };
-  await deps.publish(hostTopic(id, "cmd"), JSON.stringify(payload), { qos: 1 });
+  await publish(deps, hostTopic(id, "cmd"), payload);
   deps.logger.info("converge sent", { host: id, id: commandId });
   return { status: 202, body: { sent: true, id: commandId } };
 }
@@ -140,9 +141,19 @@ export async function publishRefresh(deps: HttpDeps, what: { commit?: string | u
     ...(what.ref ? { ref: what.ref } : {}),
     id,
   };
-  await deps.publish(FLEET_CMD_TOPIC, JSON.stringify(payload), { qos: 1 });
+  await publish(deps, FLEET_CMD_TOPIC, payload);
   deps.logger.info("refresh sent", { ...(what.commit ? { commit: what.commit } : {}), id });
   return id;
+}
+
+/** Publishes a command (QoS 1); 503 when the broker cannot take it (stopped, or unreachable). */
+async function publish(deps: HttpDeps, topic: string, payload: Record<string, unknown>): Promise<void> {
+  try {
+    await deps.publish(topic, JSON.stringify(payload), { qos: 1 });
+  } catch (error) {
+    deps.logger.error("command not published", { topic, error: errorMessage(error) });
+    throw new HttpError(503, `the command was not published: the MQTT broker refused it (${errorMessage(error)})`);
+  }
 }
 
 export async function readApiBody(req: Parameters<typeof readJsonObject>[0]) {

@@ -63,13 +63,14 @@ export class Sessions {
   }
 
   /**
-   * Exchanges a one-time login token (or the API token, which stays valid) for a new session id;
-   * null when the token is unknown or was used already.
+   * Exchanges a one-time login token for a new session id; null when the token is unknown or was
+   * used already. `apiToken`: the API token (which stays valid) is taken too: only from the form,
+   * so that it never sits in an address bar, a history or a proxy's log.
    */
-  login(token: string): string | null {
+  login(token: string, options: { apiToken: boolean }): string | null {
     const key = digest(token);
     if (this.#loginTokens.has(key)) this.#loginTokens.delete(key);
-    else if (!this.isApiToken(token)) return null;
+    else if (!options.apiToken || !this.isApiToken(token)) return null;
     const session = newToken();
     const now = this.now().getTime();
     for (const [id, expires] of this.#sessions) if (expires <= now) this.#sessions.delete(id);

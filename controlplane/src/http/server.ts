@@ -148,7 +148,20 @@ export function createHttpServer(input: Omit<HttpDeps, "newId"> & { newId?: () =
           sendJson(r.res, 200, { duplicate: true });
           return;
         }
-        const id = await api.publishRefresh(deps, { commit: delivery.commit, ref: delivery.branch });
+        let id: string;
+        try {
+          id = await api.publishRefresh(deps, { commit: delivery.commit, ref: delivery.branch });
+        } catch (error) {
+          count(delivery.provider, "failed");
+          // The delivery id is taken: a redelivery would be a duplicate. Say what to do instead.
+          if (error instanceof HttpError) {
+            throw new HttpError(
+              error.status,
+              `${error.message}; send it by hand: driftlessctl refresh --commit ${delivery.commit}`,
+            );
+          }
+          throw error;
+        }
         count(delivery.provider, "published");
         logger.info("push received", { provider: delivery.provider, branch: delivery.branch, commit: delivery.commit });
         sendJson(r.res, 202, { sent: true, id, commit: delivery.commit, ref: delivery.branch });
@@ -162,8 +175,8 @@ export function createHttpServer(input: Omit<HttpDeps, "newId"> & { newId?: () =
   }
 
   /** Exchanges a token for a session cookie and goes to `/` (which drops the token from the address bar). */
-  function startSession(r: Request, token: string): void {
-    const session = sessions.login(token);
+  function startSession(r: Request, token: string, fromForm: boolean): void {
+    const session = sessions.login(token, { apiToken: fromForm });
     if (session === null) {
       sendHtml(r.res, 401, renderLoginPage("This login token is unknown or was used already."));
       return;
@@ -174,7 +187,7 @@ export function createHttpServer(input: Omit<HttpDeps, "newId"> & { newId?: () =
 
   async function pageRoute(r: Request) {
     const token = r.url.searchParams.get("token");
-    if (token !== null) return startSession(r, token);
+    if (token !== null) return startSession(r, token, false);
     if (!signedIn(r.req)) return sendHtml(r.res, 200, renderLoginPage());
     const now = deps.now();
     const [summary, hosts] = await Promise.all([deps.store.summary(now), deps.store.listHosts({}, now)]);
@@ -183,13 +196,13 @@ export function createHttpServer(input: Omit<HttpDeps, "newId"> & { newId?: () =
 
   async function loginRoute(r: Request) {
     const token = r.url.searchParams.get("token");
-    if (token !== null) return startSession(r, token);
+    if (token !== null) return startSession(r, token, false);
     sendHtml(r.res, 200, renderLoginPage());
   }
 
   async function loginFormRoute(r: Request) {
     const form = new URLSearchParams((await readBody(r.req, LOGIN_BODY_LIMIT)).toString("utf8"));
-    startSession(r, (form.get("token") ?? "").trim());
+    startSession(r, (form.get("token") ?? "").trim(), true);
   }
 
   async function dispatch(req: IncomingMessage, res: ServerResponse): Promise<string> {
