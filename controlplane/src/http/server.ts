@@ -48,14 +48,6 @@ export interface HttpServer {
   close(): Promise<void>;
 }
 
-/** `HOST:PORT`, `[V6]:PORT` or `:PORT` (127.0.0.1), as `--http` takes it. */
-export function parseHostPort(value: string, flag = "--http"): { host: string; port: number } {
-  const match = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(value);
-  const port = Number(match?.[3]);
-  if (!match || port > 65535) throw new Error(`${flag} ${value}: expected HOST:PORT, such as 127.0.0.1:8080`);
-  return { host: match[1] ?? (match[2] || "127.0.0.1"), port };
-}
-
 export function createHttpServer(input: Omit<HttpDeps, "newId"> & { newId?: () => string }): HttpServer {
   const deps: HttpDeps = { ...input, newId: input.newId ?? randomUUID };
   const sessions = new Sessions(deps.apiToken, deps.now);
