@@ -168,8 +168,14 @@ describe("API reads", () => {
     const all = (await (await api("/api/v1/hosts")).json()) as { hosts: Array<Record<string, unknown>> };
     const byId = Object.fromEntries(all.hosts.map((h) => [h.id, h]));
     expect(Object.keys(byId).sort()).toEqual(["db-1", "listener", "web-1", "web-2"]);
-    expect(byId["web-1"]).toMatchObject({ presence: "online", online: true, sync: "in-sync", commit: SHA1 });
-    expect(byId["web-2"]).toMatchObject({ sync: "drifted", commit: SHA2 });
+    expect(byId["web-1"]).toMatchObject({
+      presence: "online",
+      online: true,
+      sync: "in-sync",
+      state: "in-sync",
+      commit: SHA1,
+    });
+    expect(byId["web-2"]).toMatchObject({ sync: "drifted", state: "drifted", commit: SHA2 });
     expect(byId["db-1"]).toMatchObject({ presence: "unknown", sync: "never-reported" });
 
     const ids = async (query: string) =>
@@ -200,9 +206,13 @@ describe("API reads", () => {
     const response = await api("/api/v1/hosts/web-2");
     expect(response.status).toBe(200);
     const host = (await response.json()) as Record<string, unknown>;
+    // The fields the contract names: state, online, commit, lastSeen, facts, drift.
     expect(host).toMatchObject({
       id: "web-2",
       sync: "drifted",
+      state: "drifted",
+      online: true,
+      lastSeen: expect.stringMatching(/^\d{4}-\d\d-\d\dT/),
       commit: SHA2,
       facts: { os: { arch: "amd64" } },
       drift: [{ resource: "file:/etc/motd", field: "content", desired: "hello", actual: "bye" }],

@@ -1,7 +1,7 @@
 /** The JSON API under `/api/v1/` (bearer token checked by the server before these run). */
 import { errorMessage } from "../../../agent/src/errors.js";
 import { FLEET_CMD_TOPIC, HOST_ID_PATTERN, hostTopic } from "../../../protocol/topics.js";
-import type { HostFilter } from "../store/types.js";
+import type { HostFilter, HostSummary } from "../store/types.js";
 import { HttpError, readJsonObject } from "./respond.js";
 import type { HttpDeps } from "./types.js";
 
@@ -79,15 +79,24 @@ function positiveInt(query: URLSearchParams, name: string, fallback: number | un
   return n;
 }
 
+/**
+ * A host as the API shows it: the store's view plus `state`, the contract's name for the host's
+ * sync state (in-sync, drifted, failed, never-reported; `online` and `presence` say whether it is
+ * connected).
+ */
+export function withState<T extends HostSummary>(host: T): T & { state: HostSummary["sync"] } {
+  return { ...host, state: host.sync };
+}
+
 export async function listHosts(deps: HttpDeps, query: URLSearchParams): Promise<ApiAnswer> {
   const hosts = await deps.store.listHosts(hostFilter(query), deps.now());
-  return { status: 200, body: { hosts } };
+  return { status: 200, body: { hosts: hosts.map(withState) } };
 }
 
 export async function getHost(deps: HttpDeps, id: string): Promise<ApiAnswer> {
   const host = await deps.store.getHost(id, deps.now());
   if (!host) throw new HttpError(404, `no host ${id}`);
-  return { status: 200, body: host };
+  return { status: 200, body: withState(host) };
 }
 
 export async function listRuns(deps: HttpDeps, id: string, query: URLSearchParams): Promise<ApiAnswer> {
