@@ -462,6 +462,13 @@ describe("the page at /", () => {
     });
     expect(login.status).toBe(303);
     expect(login.headers.get("set-cookie")).toMatch(/^driftless_session=/);
+    expect(login.headers.get("set-cookie")).not.toContain("Secure");
+    // Behind a TLS proxy the cookie is marked Secure.
+    const proxied = await fetch(`${base}/?token=${http.issueLoginToken()}`, {
+      headers: { "x-forwarded-proto": "https" },
+      redirect: "manual",
+    });
+    expect(proxied.headers.get("set-cookie")).toMatch(/; Secure$/);
   });
 });
 

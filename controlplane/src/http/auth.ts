@@ -90,7 +90,9 @@ export class Sessions {
     return expires !== undefined && expires > this.now().getTime();
   }
 
-  sessionCookie(session: string): string {
-    return `${SESSION_COOKIE}=${session}; HttpOnly; SameSite=Strict; Path=/; Max-Age=${SESSION_TTL_MS / 1000}`;
+  /** `secure`: the browser came over HTTPS (a TLS proxy in front): the cookie never goes over plain HTTP. */
+  sessionCookie(session: string, secure: boolean): string {
+    const flags = `HttpOnly; SameSite=Strict; Path=/; Max-Age=${SESSION_TTL_MS / 1000}${secure ? "; Secure" : ""}`;
+    return `${SESSION_COOKIE}=${session}; ${flags}`;
   }
 }

@@ -173,7 +173,13 @@ export function createHttpServer(input: Omit<HttpDeps, "newId"> & { newId?: () =
       sendHtml(r.res, 401, renderLoginPage("This login token is unknown or was used already."));
       return;
     }
-    r.res.writeHead(303, { location: "/", "set-cookie": sessions.sessionCookie(session), "cache-control": "no-store" });
+    // Only adds a flag, so the proxy's header is safe to believe here.
+    const secure = r.req.headers["x-forwarded-proto"] === "https";
+    r.res.writeHead(303, {
+      location: "/",
+      "set-cookie": sessions.sessionCookie(session, secure),
+      "cache-control": "no-store",
+    });
     r.res.end();
   }
 
