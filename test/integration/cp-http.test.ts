@@ -249,6 +249,20 @@ describe("API reads", () => {
     expect(wrongMethod.headers.get("allow")).toBe("GET");
     const tooBig = await api("/api/v1/fleet/refresh", { method: "POST", body: "x".repeat(65 * 1024) });
     expect(tooBig.status).toBe(413);
+    // Without a Content-Length (chunked), the limit holds while reading, and the client gets the 413.
+    const chunked = new ReadableStream({
+      start(controller) {
+        for (let i = 0; i < 80; i++) controller.enqueue(new TextEncoder().encode("x".repeat(1024)));
+        controller.close();
+      },
+    });
+    const streamed = await api("/api/v1/fleet/refresh", {
+      method: "POST",
+      body: chunked,
+      duplex: "half",
+    } as RequestInit);
+    expect(streamed.status).toBe(413);
+    expect(await streamed.json()).toEqual({ error: "request body over 65536 bytes" });
     expect((await api("/api/v1/fleet/refresh", { method: "POST", body: "{" })).status).toBe(400);
   });
 });

@@ -14,25 +14,34 @@ export class HttpError extends Error {
   }
 }
 
-/** The body's bytes; 413 past `limit` (from Content-Length before reading, or while reading). */
-export async function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
+/**
+ * The body's bytes; 413 past `limit` (from Content-Length before reading, or while reading). The
+ * rest of an oversized body is read and dropped, so the client gets the answer rather than a reset
+ * (the server's request timeout bounds how long that lasts), and the connection is closed after.
+ */
+export function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
+  const tooLarge = () => new HttpError(413, `request body over ${limit} bytes`, { connection: "close" });
   const declared = Number(req.headers["content-length"]);
-  if (Number.isFinite(declared) && declared > limit) {
-    req.resume();
-    throw new HttpError(413, `request body over ${limit} bytes`);
-  }
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req) {
-    const buffer = chunk as Buffer;
-    size += buffer.length;
-    if (size > limit) {
+  if (Number.isFinite(declared) && declared > limit) return Promise.reject(tooLarge());
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const onData = (chunk: Buffer) => {
+      size += chunk.length;
+      if (size <= limit) {
+        chunks.push(chunk);
+        return;
+      }
+      req.off("data", onData);
+      req.off("end", onEnd);
       req.resume();
-      throw new HttpError(413, `request body over ${limit} bytes`);
-    }
-    chunks.push(buffer);
-  }
-  return Buffer.concat(chunks);
+      reject(tooLarge());
+    };
+    const onEnd = () => resolve(Buffer.concat(chunks));
+    req.on("data", onData);
+    req.on("end", onEnd);
+    req.once("error", reject);
+  });
 }
 
 /** A JSON object body (empty body: `{}`); 400 for anything else. */

@@ -113,7 +113,6 @@ export function createHttpServer(input: Omit<HttpDeps, "newId"> & { newId?: () =
     const count = (provider: Provider | "unknown", result: WebhookResult) =>
       metrics.webhookDeliveries.inc({ provider, result });
     if (deps.webhookSecret === null) {
-      r.req.resume();
       count("unknown", "disabled");
       throw new HttpError(404, "Git webhooks are off: start serve with --webhook-secret-file");
     }
@@ -203,44 +202,43 @@ export function createHttpServer(input: Omit<HttpDeps, "newId"> & { newId?: () =
     startSession(r, (form.get("token") ?? "").trim(), true);
   }
 
-  async function dispatch(req: IncomingMessage, res: ServerResponse): Promise<string> {
-    const url = new URL(req.url ?? "/", "http://localhost");
+  /** Runs the request's route; `seen.route` says which one (the request counter's label). */
+  async function dispatch(req: IncomingMessage, res: ServerResponse, seen: { route: string }): Promise<void> {
+    let url: URL;
+    try {
+      url = new URL(`http://localhost${req.url?.startsWith("/") ? req.url : "/"}`);
+    } catch {
+      throw new HttpError(400, "bad request target");
+    }
     const path = url.pathname;
     if (path.startsWith("/api/") && !sessions.isApiToken(bearerToken(req))) {
-      req.resume();
-      throw Object.assign(new HttpError(401, "missing or wrong API token", { "www-authenticate": "Bearer" }), {
-        route: "/api/v1",
-      });
+      seen.route = "/api/v1";
+      throw new HttpError(401, "missing or wrong API token", { "www-authenticate": "Bearer" });
     }
     for (const route of routes) {
       const match = route.pattern.exec(path);
       if (!match) continue;
+      seen.route = route.name;
       const handler = route.methods[req.method as "GET" | "POST"];
       if (!handler) {
-        req.resume();
-        throw Object.assign(
-          new HttpError(405, `${req.method} is not allowed on ${route.name}`, {
-            allow: Object.keys(route.methods).join(", "),
-          }),
-          { route: route.name },
-        );
+        throw new HttpError(405, `${req.method} is not allowed on ${route.name}`, {
+          allow: Object.keys(route.methods).join(", "),
+        });
       }
-      try {
-        await handler({ req, res, url, params: match.slice(1) });
-      } catch (error) {
-        throw Object.assign(error instanceof Error ? error : new Error(String(error)), { route: route.name });
-      }
-      return route.name;
+      await handler({ req, res, url, params: match.slice(1) });
+      return;
     }
-    req.resume();
     throw new HttpError(404, `nothing at ${path}`);
   }
 
   function handle(req: IncomingMessage, res: ServerResponse): void {
-    dispatch(req, res).then(
-      (route) => metrics.httpRequests.inc({ route, code: String(res.statusCode) }),
+    const seen = { route: "other" };
+    dispatch(req, res, seen).then(
+      () => metrics.httpRequests.inc({ route: seen.route, code: String(res.statusCode) }),
       (error: unknown) => {
-        const route = (error as { route?: string }).route ?? "other";
+        const route = seen.route;
+        // Whatever the client still sends is read and dropped, so the answer reaches it.
+        if (!req.readableEnded) req.resume();
         if (error instanceof HttpError) {
           if (!res.headersSent) sendJson(res, error.status, { error: error.message }, error.headers);
         } else {
