@@ -10,13 +10,13 @@
 import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { createHmac } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { type AddressInfo, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { FLEET_CMD_TOPIC, hostTopic } from "../../protocol/topics.js";
 import { connectHost, type HostConnection } from "../support/mqtt-inbox.js";
 import { runReport, statusPayload } from "../support/payloads.js";
+import { freePort } from "../support/ports.js";
 
 const CTL = path.resolve("bin/driftlessctl.js");
 const SECRET = "push-secret-42";
@@ -41,18 +41,6 @@ function ctl(args: string[], env: Record<string, string> = {}): Promise<Result> 
         resolve({ code, stdout, stderr });
       },
     );
-  });
-}
-
-/** A port that was free when asked (the listener is closed again). */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address() as AddressInfo;
-      server.close(() => resolve(port));
-    });
   });
 }
 
