@@ -30,6 +30,14 @@ describe("docs/protocol.schema.json", () => {
     const { protocolJsonSchema } = await import("../../protocol/schema.js");
     const onDisk = JSON.parse(readFileSync("docs/protocol.schema.json", "utf8"));
     expect(onDisk).toEqual(protocolJsonSchema());
-    expect(Object.keys(onDisk.$defs).sort()).toEqual(["ack", "cmd", "facts", "fleet/cmd", "heartbeat", "report", "status"]);
+    expect(Object.keys(onDisk.$defs).sort()).toEqual([
+      "ack",
+      "cmd",
+      "facts",
+      "fleet/cmd",
+      "heartbeat",
+      "report",
+      "status",
+    ]);
   });
 });
