@@ -147,6 +147,7 @@ export class SqliteFleetStore implements FleetStore {
   readonly #runsPerHost: number;
   #queue: Array<{ work: () => unknown; resolve: (value: unknown) => void; reject: (error: unknown) => void }> = [];
   #flushScheduled = false;
+  readonly #statements = new Map<string, BetterSqlite3.Statement>();
   #closed = false;
 
   private constructor(db: BetterSqlite3.Database, options: SqliteStoreOptions) {
@@ -165,7 +166,9 @@ export class SqliteFleetStore implements FleetStore {
     try {
       db = new Database(file);
       db.pragma("journal_mode = WAL");
-      db.pragma("synchronous = NORMAL");
+      // FULL: an acknowledged report survives a power cut too (the agent has dropped it); writes are
+      // batched per event-loop turn, so this costs one sync per batch.
+      db.pragma("synchronous = FULL");
       db.pragma("busy_timeout = 5000");
       migrate(db, file);
     } catch (error) {
@@ -178,6 +181,16 @@ export class SqliteFleetStore implements FleetStore {
     return new SqliteFleetStore(db, options);
   }
 
+  /** Statements are prepared once (preparing costs more than running a small one). */
+  #sql(text: string): BetterSqlite3.Statement {
+    let statement = this.#statements.get(text);
+    if (!statement) {
+      statement = this.#db.prepare(text);
+      this.#statements.set(text, statement);
+    }
+    return statement;
+  }
+
   get schemaVersion(): number {
     return this.#db.pragma("user_version", { simple: true }) as number;
   }
@@ -186,34 +199,32 @@ export class SqliteFleetStore implements FleetStore {
 
   async addCredential(host: string, passwordHash: string, labels: Record<string, string> = {}): Promise<void> {
     await this.#write(() => {
-      const result = this.#db
-        .prepare("INSERT OR IGNORE INTO credentials (host, hash, labels, created_at) VALUES (?, ?, ?, ?)")
-        .run(host, passwordHash, JSON.stringify(labels), new Date().toISOString());
+      const result = this.#sql(
+        "INSERT OR IGNORE INTO credentials (host, hash, labels, created_at) VALUES (?, ?, ?, ?)",
+      ).run(host, passwordHash, JSON.stringify(labels), new Date().toISOString());
       if (result.changes === 0) throw new FleetError(`host ${host} already has credentials`, { code: "EEXISTS" });
-      this.#db.prepare("INSERT OR IGNORE INTO hosts (id) VALUES (?)").run(host);
+      this.#sql("INSERT OR IGNORE INTO hosts (id) VALUES (?)").run(host);
     });
   }
 
   /** Revokes a host's credentials and forgets what the store knew of it (runs, history). */
   async removeCredential(host: string): Promise<boolean> {
     return this.#write(() => {
-      const removed = this.#db.prepare("DELETE FROM credentials WHERE host = ?").run(host).changes > 0;
-      const known = this.#db.prepare("DELETE FROM hosts WHERE id = ?").run(host).changes > 0;
-      this.#db.prepare("DELETE FROM runs WHERE host = ?").run(host);
-      this.#db.prepare("DELETE FROM history WHERE host = ?").run(host);
+      const removed = this.#sql("DELETE FROM credentials WHERE host = ?").run(host).changes > 0;
+      const known = this.#sql("DELETE FROM hosts WHERE id = ?").run(host).changes > 0;
+      this.#sql("DELETE FROM runs WHERE host = ?").run(host);
+      this.#sql("DELETE FROM history WHERE host = ?").run(host);
       return removed || known;
     });
   }
 
   async credentialHash(host: string): Promise<string | null> {
-    const row = this.#db.prepare("SELECT hash FROM credentials WHERE host = ?").get(host) as
-      | { hash: string }
-      | undefined;
+    const row = this.#sql("SELECT hash FROM credentials WHERE host = ?").get(host) as { hash: string } | undefined;
     return row?.hash ?? null;
   }
 
   async listCredentials(): Promise<string[]> {
-    return (this.#db.prepare("SELECT host FROM credentials ORDER BY host").pluck().all() as string[]).slice();
+    return (this.#sql("SELECT host FROM credentials ORDER BY host").pluck().all() as string[]).slice();
   }
 
   // --- ingest ------------------------------------------------------------------------------
@@ -225,29 +236,27 @@ export class SqliteFleetStore implements FleetStore {
       const at = receivedAt.toISOString();
       const nowMs = receivedAt.getTime();
       this.#presenceChange(row, status.state, nowMs);
-      this.#db
-        .prepare(
-          `UPDATE hosts SET session = @session, presence = @presence, beat_ms = @beatMs, last_seen = @at,
+      this.#sql(
+        `UPDATE hosts SET session = @session, presence = @presence, beat_ms = @beatMs, last_seen = @at,
              version = COALESCE(@version, version), mode = COALESCE(@mode, mode),
              status_commit = CASE WHEN @hasCommit THEN @commit ELSE status_commit END,
              status_last_run = CASE WHEN @hasLastRun THEN @lastRun ELSE status_last_run END,
              agent_labels = COALESCE(@labels, agent_labels)
            WHERE id = @host`,
-        )
-        .run({
-          host,
-          session: status.session,
-          presence: status.state,
-          beatMs: status.state === "online" ? nowMs : row.beat_ms,
-          at,
-          version: status.version ?? null,
-          mode: status.mode ?? null,
-          hasCommit: status.commit === undefined ? 0 : 1,
-          commit: status.commit ?? null,
-          hasLastRun: status.lastRun === undefined ? 0 : 1,
-          lastRun: status.lastRun ? JSON.stringify(status.lastRun) : null,
-          labels: status.labels ? JSON.stringify(status.labels) : null,
-        });
+      ).run({
+        host,
+        session: status.session,
+        presence: status.state,
+        beatMs: status.state === "online" ? nowMs : row.beat_ms,
+        at,
+        version: status.version ?? null,
+        mode: status.mode ?? null,
+        hasCommit: status.commit === undefined ? 0 : 1,
+        commit: status.commit ?? null,
+        hasLastRun: status.lastRun === undefined ? 0 : 1,
+        lastRun: status.lastRun ? JSON.stringify(status.lastRun) : null,
+        labels: status.labels ? JSON.stringify(status.labels) : null,
+      });
       return true;
     });
   }
@@ -261,9 +270,13 @@ export class SqliteFleetStore implements FleetStore {
       const newer = beat.session > row.session;
       const presence = newer || row.presence === null || row.presence === "online" ? "online" : row.presence;
       this.#presenceChange(row, presence, nowMs);
-      this.#db
-        .prepare("UPDATE hosts SET session = ?, presence = ?, beat_ms = ?, last_seen = ? WHERE id = ?")
-        .run(beat.session, presence, presence === "online" ? nowMs : row.beat_ms, receivedAt.toISOString(), host);
+      this.#sql("UPDATE hosts SET session = ?, presence = ?, beat_ms = ?, last_seen = ? WHERE id = ?").run(
+        beat.session,
+        presence,
+        presence === "online" ? nowMs : row.beat_ms,
+        receivedAt.toISOString(),
+        host,
+      );
     });
   }
 
@@ -275,31 +288,42 @@ export class SqliteFleetStore implements FleetStore {
     return this.#write(() => {
       const row = this.#hostRow(host);
       const at = receivedAt.toISOString();
-      this.#db.prepare("UPDATE hosts SET last_seen = ? WHERE id = ?").run(at, host);
       const ackState: AckState = { upTo: row.ack_up_to, pending: JSON.parse(row.ack_pending) };
       const inserted = this.#insertRun(host, report, at);
-      if (!inserted) return { duplicate: true, ackUpTo: ackState.upTo ?? report.seq };
+      if (!inserted) {
+        this.#sql("UPDATE hosts SET last_seen = ? WHERE id = ?").run(at, host);
+        return { duplicate: true, ackUpTo: ackState.upTo ?? report.seq };
+      }
       const from = report.kind === "summary" ? Math.min(report.fromSeq, report.seq) : report.seq;
       const next = advanceAck(ackState, from, report.seq);
-      this.#db
-        .prepare("UPDATE hosts SET ack_up_to = ?, ack_pending = ? WHERE id = ?")
-        .run(next.upTo, JSON.stringify(next.pending), host);
-      if (report.kind !== "summary" && (row.last_seq === null || report.seq > row.last_seq)) {
-        const sync = report.sync;
-        if (sync !== (row.sync ?? "never-reported")) {
-          this.#history(host, at, "sync", row.sync ?? "never-reported", sync);
-        }
-        this.#db
-          .prepare("UPDATE hosts SET sync = ?, run_commit = ?, last_seq = ?, last_run = ?, drift = ? WHERE id = ?")
-          .run(
-            sync,
-            report.commit,
-            report.seq,
-            JSON.stringify({ runId: report.runId, seq: report.seq, result: report.result, endedAt: report.endedAt }),
-            JSON.stringify(report.drift),
-            host,
-          );
+      const latest = report.kind !== "summary" && (row.last_seq === null || report.seq > row.last_seq);
+      if (latest && report.sync !== (row.sync ?? "never-reported")) {
+        this.#history(host, at, "sync", row.sync ?? "never-reported", report.sync);
       }
+      // One update: the ack state, and the host's sync state when this is its latest run.
+      this.#sql(
+        `UPDATE hosts SET last_seen = @at, ack_up_to = @upTo, ack_pending = @pending,
+           sync = CASE WHEN @latest THEN @sync ELSE sync END,
+           run_commit = CASE WHEN @latest THEN @commit ELSE run_commit END,
+           last_seq = CASE WHEN @latest THEN @seq ELSE last_seq END,
+           last_run = CASE WHEN @latest THEN @lastRun ELSE last_run END,
+           drift = CASE WHEN @latest THEN @drift ELSE drift END
+         WHERE id = @host`,
+      ).run({
+        host,
+        at,
+        upTo: next.upTo,
+        pending: JSON.stringify(next.pending),
+        latest: latest ? 1 : 0,
+        sync: report.kind === "summary" ? null : report.sync,
+        commit: report.kind === "summary" ? null : report.commit,
+        seq: report.seq,
+        lastRun:
+          report.kind === "summary"
+            ? null
+            : JSON.stringify({ runId: report.runId, seq: report.seq, result: report.result, endedAt: report.endedAt }),
+        drift: report.kind === "summary" ? null : JSON.stringify(report.drift),
+      });
       this.#prune(host);
       return { duplicate: false, ackUpTo: next.upTo ?? report.seq };
     });
@@ -308,20 +332,22 @@ export class SqliteFleetStore implements FleetStore {
   recordFacts(host: string, facts: FactsPayload, receivedAt: Date): Promise<void> {
     return this.#write(() => {
       this.#hostRow(host);
-      this.#db
-        .prepare("UPDATE hosts SET facts = ?, facts_hash = ?, last_seen = ? WHERE id = ?")
-        .run(JSON.stringify(facts.facts), facts.hash, receivedAt.toISOString(), host);
+      this.#sql("UPDATE hosts SET facts = ?, facts_hash = ?, last_seen = ? WHERE id = ?").run(
+        JSON.stringify(facts.facts),
+        facts.hash,
+        receivedAt.toISOString(),
+        host,
+      );
     });
   }
 
   async markDelivery(id: string, receivedAt: Date): Promise<boolean> {
     return this.#write(() => {
       const cutoff = new Date(receivedAt.getTime() - DELIVERY_RETENTION_MS).toISOString();
-      this.#db.prepare("DELETE FROM deliveries WHERE received_at < ?").run(cutoff);
+      this.#sql("DELETE FROM deliveries WHERE received_at < ?").run(cutoff);
       return (
-        this.#db
-          .prepare("INSERT OR IGNORE INTO deliveries (id, received_at) VALUES (?, ?)")
-          .run(id, receivedAt.toISOString()).changes > 0
+        this.#sql("INSERT OR IGNORE INTO deliveries (id, received_at) VALUES (?, ?)").run(id, receivedAt.toISOString())
+          .changes > 0
       );
     });
   }
@@ -329,18 +355,19 @@ export class SqliteFleetStore implements FleetStore {
   // --- queries -----------------------------------------------------------------------------
 
   async listHosts(filter: HostFilter, now: Date): Promise<HostSummary[]> {
-    const rows = this.#db.prepare(`${HOST_SELECT} ORDER BY h.id`).all() as HostRow[];
+    const rows = this.#sql(`${HOST_SELECT} ORDER BY h.id`).all() as HostRow[];
     return rows.map((row) => toSummary(row, now.getTime())).filter((host) => matches(host, filter));
   }
 
   async getHost(host: string, now: Date): Promise<HostDetail | null> {
-    const row = this.#db.prepare(`${HOST_SELECT} WHERE h.id = ?`).get(host) as HostRow | undefined;
+    const row = this.#sql(`${HOST_SELECT} WHERE h.id = ?`).get(host) as HostRow | undefined;
     if (!row) return null;
     const nowMs = now.getTime();
     const history = (
-      this.#db
-        .prepare("SELECT at, field, from_value, to_value FROM history WHERE host = ? ORDER BY id DESC LIMIT ?")
-        .all(host, HISTORY_LIMIT) as Array<{ at: string; field: string; from_value: string | null; to_value: string }>
+      this.#sql("SELECT at, field, from_value, to_value FROM history WHERE host = ? ORDER BY id DESC LIMIT ?").all(
+        host,
+        HISTORY_LIMIT,
+      ) as Array<{ at: string; field: string; from_value: string | null; to_value: string }>
     ).map(
       (h): HistoryEntry => ({
         at: h.at,
@@ -364,9 +391,9 @@ export class SqliteFleetStore implements FleetStore {
   }
 
   async listRuns(host: string, options: { limit: number; beforeSeq?: number }): Promise<RunView[]> {
-    const rows = this.#db
-      .prepare("SELECT * FROM runs WHERE host = ? AND seq < ? ORDER BY seq DESC, received_at DESC LIMIT ?")
-      .all(host, options.beforeSeq ?? Number.MAX_SAFE_INTEGER, Math.max(0, options.limit)) as RunRow[];
+    const rows = this.#sql(
+      "SELECT * FROM runs WHERE host = ? AND seq < ? ORDER BY seq DESC, received_at DESC LIMIT ?",
+    ).all(host, options.beforeSeq ?? Number.MAX_SAFE_INTEGER, Math.max(0, options.limit)) as RunRow[];
     return rows.map(toRunView);
   }
 
@@ -438,8 +465,8 @@ export class SqliteFleetStore implements FleetStore {
 
   /** The host's row, created on its first message. */
   #hostRow(host: string): HostRow {
-    this.#db.prepare("INSERT OR IGNORE INTO hosts (id) VALUES (?)").run(host);
-    return this.#db.prepare("SELECT *, NULL AS cred_labels FROM hosts WHERE id = ?").get(host) as HostRow;
+    this.#sql("INSERT OR IGNORE INTO hosts (id) VALUES (?)").run(host);
+    return this.#sql("SELECT *, NULL AS cred_labels FROM hosts WHERE id = ?").get(host) as HostRow;
   }
 
   /**
@@ -459,20 +486,22 @@ export class SqliteFleetStore implements FleetStore {
   }
 
   #history(host: string, at: string, field: "presence" | "sync", from: string | null, to: string): void {
-    this.#db
-      .prepare("INSERT INTO history (host, at, field, from_value, to_value) VALUES (?, ?, ?, ?, ?)")
-      .run(host, at, field, from, to);
-    this.#db
-      .prepare(
-        `DELETE FROM history WHERE host = ? AND id < (SELECT id FROM history WHERE host = ? ORDER BY id DESC
+    this.#sql("INSERT INTO history (host, at, field, from_value, to_value) VALUES (?, ?, ?, ?, ?)").run(
+      host,
+      at,
+      field,
+      from,
+      to,
+    );
+    this.#sql(
+      `DELETE FROM history WHERE host = ? AND id < (SELECT id FROM history WHERE host = ? ORDER BY id DESC
          LIMIT 1 OFFSET ?)`,
-      )
-      .run(host, host, HISTORY_LIMIT - 1);
+    ).run(host, host, HISTORY_LIMIT - 1);
   }
 
   /** false when (host, runId) is already stored. */
   #insertRun(host: string, report: ReportPayload, receivedAt: string): boolean {
-    const insert = this.#db.prepare(
+    const insert = this.#sql(
       `INSERT OR IGNORE INTO runs (host, run_id, seq, kind, git_commit, mode, result, sync, started_at, ended_at,
          changes, drift, errors, fold, received_at)
        VALUES (@host, @runId, @seq, @kind, @commit, @mode, @result, @sync, @startedAt, @endedAt, @changes, @drift,
@@ -511,12 +540,10 @@ export class SqliteFleetStore implements FleetStore {
 
   /** Keeps the newest `runsPerHost` runs of a host. */
   #prune(host: string): void {
-    this.#db
-      .prepare(
-        `DELETE FROM runs WHERE host = ? AND seq < (SELECT seq FROM runs WHERE host = ? ORDER BY seq DESC
+    this.#sql(
+      `DELETE FROM runs WHERE host = ? AND seq < (SELECT seq FROM runs WHERE host = ? ORDER BY seq DESC
          LIMIT 1 OFFSET ?)`,
-      )
-      .run(host, host, this.#runsPerHost - 1);
+    ).run(host, host, this.#runsPerHost - 1);
   }
 }
 
