@@ -35,7 +35,7 @@ function ctl(args: string[], env: Record<string, string> = {}): Promise<Result> 
     execFile(
       process.execPath,
       [CTL, ...args],
-      { env: { ...process.env, NO_COLOR: "1", DRIFTLESS_URL: "", DRIFTLESS_TOKEN_FILE: "", ...env } },
+      { cwd: dir, env: { ...process.env, NO_COLOR: "1", DRIFTLESS_URL: "", DRIFTLESS_TOKEN_FILE: "", ...env } },
       (error, stdout, stderr) => {
         const code = error ? (typeof error.code === "number" ? error.code : -1) : 0;
         resolve({ code, stdout, stderr });
@@ -264,6 +264,10 @@ describe("driftlessctl fleet CLI against a running serve", () => {
       DRIFTLESS_TOKEN_FILE: tokenFile,
     });
     expect(result.code, result.stderr).toBe(0);
+    // Set but empty: the defaults.
+    const empty = await ctl(["hosts"], { DRIFTLESS_URL: "", DRIFTLESS_TOKEN_FILE: "" });
+    expect(empty.code).toBe(1);
+    expect(empty.stderr).toContain("cannot read the API token file ./driftless-data/api-token (ENOENT)");
   });
 
   it("exits 1 naming the URL, never the token, when the token is refused or the API is unreachable", async () => {

@@ -176,8 +176,8 @@ async function run(verb: FleetVerb, args: string[], io: FleetIo): Promise<number
     throw new DriftlessError(what, { code: "EARGS", phase: "args" });
   }
   const v = values as Record<string, string | string[] | boolean | undefined>;
-  const url = normaliseUrl(str(v.url) ?? io.env.DRIFTLESS_URL ?? DEFAULT_URL);
-  const tokenFile = str(v["token-file"]) ?? io.env.DRIFTLESS_TOKEN_FILE ?? DEFAULT_TOKEN_FILE;
+  const url = normaliseUrl(str(v.url) ?? (io.env.DRIFTLESS_URL || DEFAULT_URL));
+  const tokenFile = str(v["token-file"]) ?? (io.env.DRIFTLESS_TOKEN_FILE || DEFAULT_TOKEN_FILE);
   let token: string;
   try {
     token = (await io.readFile(tokenFile)).trim();
