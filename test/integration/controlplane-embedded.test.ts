@@ -258,3 +258,48 @@ describe("embedded broker and ingest", () => {
     expect((await store.getHost("edge-1", new Date()))?.presence).toBe("online");
   });
 });
+
+describe("embedded broker stopping", () => {
+  it("closes the hosts' connections without their wills: the control plane is away, not the hosts", async () => {
+    const data = mkdtempSync(path.join(tmpdir(), "driftless-cp-stop-"));
+    const own = SqliteFleetStore.open(data);
+    await own.addCredential("edge-1", await hashPassword(PASSWORD["edge-1"]));
+    const stopping = new EmbeddedBroker({
+      host: "127.0.0.1",
+      port: 0,
+      credentials: own,
+      log: silentLogger,
+      now: Date.now,
+    });
+    const ownIngest = createIngest({ store: own, broker: stopping, log: silentLogger, now: () => new Date() });
+    stopping.onMessage(ownIngest.handle);
+    await stopping.start();
+    try {
+      const client = await connectHost({
+        port: stopping.port,
+        host: "edge-1",
+        password: PASSWORD["edge-1"],
+        session: 7,
+      });
+      clients.push(client);
+      await client.publishAsync(
+        hostTopic("edge-1", "status"),
+        JSON.stringify(statusPayload("edge-1", { session: 7 })),
+        {
+          qos: 1,
+        },
+      );
+      await waitFor("online", async () => (await own.getHost("edge-1", new Date()))?.session === 7);
+      const closed = new Promise<void>((resolve) => client.once("close", () => resolve()));
+      await stopping.close();
+      await closed;
+      await ownIngest.idle();
+      expect(ownIngest.stats.accepted.status).toBe(1);
+      expect((await own.getHost("edge-1", new Date()))?.presence).toBe("online");
+    } finally {
+      await stopping.close();
+      await own.close();
+      rmSync(data, { recursive: true, force: true });
+    }
+  });
+});

@@ -3,7 +3,8 @@
  * shipped docs/mosquitto/driftless.acl): the ACL keeps hosts on their own topics, the ingest
  * checks the rest, and the control plane's persistent session keeps what arrives while it is away.
  */
-import { mkdtempSync, rmSync } from "node:fs";
+import { spawn, spawnSync } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
 import type { MqttClient } from "mqtt";
@@ -169,5 +170,46 @@ describe.skipIf(!haveMosquitto)("control plane with Mosquitto", () => {
     );
     // And, through the shared subscription now, new reports too.
     await reportAcked(client, await collect(client, hostTopic("edge-1", "ack")));
+  });
+
+  it("runs as `driftlessctl serve --broker` with its password in a file, and says so when refused", async () => {
+    await broker.close(); // only the serve process consumes now
+    const data = path.join(dir, "serve-data");
+    const passwordFile = path.join(dir, "cp-password");
+    writeFileSync(passwordFile, `${USERS.driftlessctl}\n`, { mode: 0o600 });
+    const cli = path.resolve("bin/driftlessctl.js");
+    const args = ["serve", "--data", data, "--http", "127.0.0.1:0", "--broker", mosquitto.url];
+    const child = spawn(
+      process.execPath,
+      [cli, ...args, "--broker-username", "driftlessctl", "--broker-password-file", passwordFile],
+      { stdio: ["ignore", "pipe", "pipe"] },
+    );
+    let output = "";
+    child.stderr?.on("data", (chunk) => {
+      output += chunk;
+    });
+    try {
+      await waitFor("serve connected", () => output.includes("connected to the broker"));
+      const client = await host("edge-1");
+      const seq = await reportAcked(client, await collect(client, hostTopic("edge-1", "ack")));
+      const served = SqliteFleetStore.open(data);
+      try {
+        expect((await served.listRuns("edge-1", { limit: 1 }))[0]?.seq).toBe(seq);
+      } finally {
+        await served.close();
+      }
+    } finally {
+      const exited = new Promise((resolve) => child.once("exit", resolve));
+      child.kill("SIGTERM");
+      await exited;
+    }
+    writeFileSync(passwordFile, "wrong\n");
+    const refused = spawnSync(
+      process.execPath,
+      [cli, ...args, "--broker-username", "driftlessctl", "--broker-password-file", passwordFile],
+      { encoding: "utf8" },
+    );
+    expect(refused.status).toBe(1);
+    expect(refused.stderr).toMatch(/cannot use the broker mqtt:\/\/127\.0\.0\.1:\d+.*(Not authorized|Bad username)/i);
   });
 });

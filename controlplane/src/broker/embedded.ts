@@ -54,6 +54,7 @@ export class EmbeddedBroker implements FleetBroker {
   #aedes: Aedes | null = null;
   #server: net.Server | null = null;
   #port = 0;
+  #closing = false;
 
   constructor(options: EmbeddedBrokerOptions) {
     this.#options = options;
@@ -95,6 +96,7 @@ export class EmbeddedBroker implements FleetBroker {
       authorizePublish: (client, packet, callback) => {
         if (client === null) return callback(null); // the control plane itself
         if (this.#revoked.has(client)) return callback(new Error("credentials revoked"));
+        if (this.#closing) return callback(new Error("the control plane is stopping"));
         if (!mayPublish(client.id, packet.topic)) {
           this.refused.publish++;
           this.#options.log.warn("publish refused", { host: client.id, topic: packet.topic });
@@ -109,7 +111,7 @@ export class EmbeddedBroker implements FleetBroker {
         callback(null, null);
       },
       published: (packet, client, callback) => {
-        if (client !== null && !this.#revoked.has(client) && !packet.topic.startsWith("$SYS")) {
+        if (client !== null && !this.#closing && !this.#revoked.has(client) && !packet.topic.startsWith("$SYS")) {
           const message: InboundMessage = { topic: packet.topic, payload: toBuffer(packet.payload), sender: client.id };
           for (const handler of this.#handlers) handler(message);
         }
@@ -177,7 +179,12 @@ export class EmbeddedBroker implements FleetBroker {
     this.#clients.delete(host);
   }
 
+  /**
+   * Stops: the hosts' connections are closed without their wills (the hosts are not lost, the
+   * control plane is away; they reconnect with a new session when it is back).
+   */
   async close(): Promise<void> {
+    this.#closing = true;
     const server = this.#server;
     const aedes = this.#aedes;
     this.#server = null;
