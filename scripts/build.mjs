@@ -1,12 +1,12 @@
-// Bundles the agent into dist/ (ESM; the better-sqlite3 addon stays external). Modules that only
-// some runs need (Liquid, when a profile has templates) are split into chunks loaded on demand,
+// Bundles the agent (dist/driftless.mjs) and the control plane (dist/driftlessctl.mjs) into dist/
+// (ESM; the better-sqlite3 addon stays external). Modules that only some runs need (Liquid, when a profile has templates) are split into chunks loaded on demand,
 // so a run without them does not pay for their code in memory or start-up time.
 import { rmSync } from "node:fs";
 import { build } from "esbuild";
 
 rmSync("dist", { recursive: true, force: true });
 await build({
-  entryPoints: { driftless: "agent/src/main.ts" },
+  entryPoints: { driftless: "agent/src/main.ts", driftlessctl: "controlplane/src/main.ts" },
   outdir: "dist",
   outExtension: { ".js": ".mjs" },
   chunkNames: "chunks/[name]-[hash]",

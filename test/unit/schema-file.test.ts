@@ -24,3 +24,20 @@ describe("profiles/schema.json", () => {
     expect(schema.oneOf.every((s) => s.additionalProperties === false)).toBe(true);
   });
 });
+
+describe("docs/protocol.schema.json", () => {
+  it("is generated from the protocol's schemas (`driftlessctl schema`, part of `npm run schema`)", async () => {
+    const { protocolJsonSchema } = await import("../../protocol/schema.js");
+    const onDisk = JSON.parse(readFileSync("docs/protocol.schema.json", "utf8"));
+    expect(onDisk).toEqual(protocolJsonSchema());
+    expect(Object.keys(onDisk.$defs).sort()).toEqual([
+      "ack",
+      "cmd",
+      "facts",
+      "fleet/cmd",
+      "heartbeat",
+      "report",
+      "status",
+    ]);
+  });
+});

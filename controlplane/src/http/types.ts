@@ -1,0 +1,26 @@
+/** What the HTTP server is given by `serve`: the store, a way to publish commands, counters, secrets. */
+import type { Logger } from "../../../agent/src/log.js";
+import type { FleetMetrics, IngestCounters } from "../metrics.js";
+import type { FleetStore } from "../store/types.js";
+
+export interface HttpDeps {
+  store: FleetStore;
+  /** Publishes a command to the agents (the broker's publish). */
+  publish(topic: string, payload: string, options: { qos: 0 | 1 }): Promise<void>;
+  metrics: FleetMetrics;
+  /** Counters kept by other parts, read at each scrape of `/metrics`. */
+  counters?: {
+    /** The ingest's `stats`. */
+    ingest?: IngestCounters;
+    /** The embedded broker's `refused` (absent with an external broker). */
+    brokerRefused?: Readonly<Record<string, number>>;
+  };
+  /** The API's bearer token. */
+  apiToken: string;
+  /** The Git webhooks' secret; null: `POST /hooks/git` answers 404. */
+  webhookSecret: string | null;
+  logger: Logger;
+  now(): Date;
+  /** A new command id (a UUID). */
+  newId(): string;
+}

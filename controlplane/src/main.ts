@@ -1,0 +1,297 @@
+/** The `driftlessctl` command: the control plane (`serve`), host credentials, the protocol's schema. */
+import { parse } from "../../agent/src/cli/args.js";
+import { DriftlessError } from "../../agent/src/errors.js";
+import { createLogger, type Logger } from "../../agent/src/log.js";
+import type { FleetVerb } from "./cli/fleet.js";
+import { FleetError } from "./errors.js";
+import type { HttpStarter } from "./serve.js";
+
+export const VERSION = "0.1.0";
+
+export interface CtlIo {
+  out(line: string): void;
+  err(line: string): void;
+  /** Logs of a long-running command (serve). */
+  logger(): Logger;
+  /** Resolves when the process is asked to stop (SIGINT, SIGTERM). */
+  stopSignal(): Promise<string>;
+}
+
+const HELP = `driftlessctl ${VERSION}: the Driftless control plane.
+
+Usage: driftlessctl <command> [options]
+
+Commands:
+  serve               run the control plane: MQTT ingest, fleet store, HTTP API, dashboard
+  hosts               the fleet's hosts: presence, sync, commit (over the HTTP API)
+  host ID             one host: state, labels, last run, drift
+  drift [ID]          the drift of one host, or of every drifted or failed host
+  runs ID             a host's last runs
+  converge ID         ask a host to converge now
+  refresh             ask every host to fetch its Git source now
+  hosts add NAME      create a host's MQTT credentials (prints the password once)
+  hosts remove NAME   revoke a host's credentials (a running serve disconnects it)
+  schema              print the JSON Schema of the MQTT protocol's payloads
+  --version           print the version
+
+Run 'driftlessctl <command> --help' for a command's options.
+`;
+
+const SERVE_HELP = `Usage: driftlessctl serve [options]
+
+Runs the control plane: an MQTT broker (or a client of an external one), the ingest of what
+hosts report, the fleet store, the HTTP API and the dashboard. Stops on SIGINT or SIGTERM.
+
+Options:
+  --data DIR                 data directory: fleet.db, api-token (default ./driftless-data)
+  --http HOST:PORT           HTTP API and dashboard (default 127.0.0.1:8080)
+  --mqtt HOST:PORT           the embedded MQTT broker (default 0.0.0.0:1883)
+  --broker URL               use this external broker instead (mqtt://, mqtts://, ws://, wss://);
+                             user:password in the URL are its credentials
+  --broker-username USER     the control plane's username on the external broker
+  --broker-password-file F   its password, first line of F
+  --broker-ca FILE           CA bundle (PEM) for an mqtts:// broker
+  --shared                   share the ingest with other replicas ($share/driftlessctl/...)
+  --database URL             sqlite:PATH (default DATA/fleet.db); PostgreSQL comes later
+  --api-token-file FILE      the API token (default: DATA/api-token, made on first start)
+  --webhook-secret-file F    the secret of Git webhooks (POST /hooks/git); none: hooks disabled
+  -h, --help                 show this help
+`;
+
+const HOSTS_ADD_HELP = `Usage: driftlessctl hosts add NAME [--data DIR] [--label KEY=VALUE]... [--json]
+
+Creates the MQTT credentials of host NAME (its agent's \`host\`) in DATA/fleet.db and prints the
+password once: it is stored only as a hash. --json prints {"host", "username", "password"}.
+Labels given here are the host's, over the ones its agent reports.
+`;
+
+const HOSTS_REMOVE_HELP = `Usage: driftlessctl hosts remove NAME [--data DIR] [--json]
+
+Revokes host NAME's credentials and forgets its records. A serve running on the same data
+directory closes the host's connection within 2 seconds; its reconnects are refused.
+Exit codes: 0 removed, 3 no such host, 1 bad usage.
+`;
+
+const SCHEMA_HELP = `Usage: driftlessctl schema
+
+Prints the JSON Schema (draft 2020-12) of every MQTT protocol v1 payload, under $defs by topic
+kind. The project keeps a copy in docs/protocol.schema.json.
+`;
+
+export async function main(argv: string[], io: CtlIo): Promise<number> {
+  const [command, ...args] = argv;
+  try {
+    switch (command) {
+      case "serve":
+        return await serveCommand(args, io, (await import("./http/start.js")).startHttp);
+      case "hosts":
+        if (args[0] === "add") return await hostsAdd(args.slice(1), io);
+        if (args[0] === "remove") return await hostsRemove(args.slice(1), io);
+        return await fleetCommand("hosts", args, io);
+      case "host":
+      case "drift":
+      case "runs":
+      case "converge":
+      case "refresh":
+        return await fleetCommand(command, args, io);
+      case "schema": {
+        const { values } = parse(args, {});
+        if (values.help) {
+          io.out(SCHEMA_HELP);
+          return 0;
+        }
+        const { protocolJsonSchema } = await import("../../protocol/schema.js");
+        io.out(JSON.stringify(protocolJsonSchema(), null, 2));
+        return 0;
+      }
+      case "--version":
+      case "version":
+        io.out(VERSION);
+        return 0;
+      case undefined:
+      case "help":
+      case "--help":
+      case "-h":
+        io.out(HELP);
+        return command === undefined ? 1 : 0;
+      default:
+        io.err(`driftlessctl: unknown command "${command}"\n\n${HELP}`);
+        return 1;
+    }
+  } catch (error) {
+    if (error instanceof FleetError || error instanceof DriftlessError) {
+      io.err(`driftlessctl ${command}: ${error.message}`);
+      return error instanceof FleetError && error.code === "ENOTFOUND" ? 3 : 1;
+    }
+    io.err(`driftlessctl ${command}: internal error: ${(error as Error).message ?? String(error)}`);
+    if (process.env.DRIFTLESS_DEBUG) io.err(String((error as Error).stack));
+    return 1;
+  }
+}
+
+async function serveCommand(args: string[], io: CtlIo, createHttp?: HttpStarter): Promise<number> {
+  const { values } = parse(args, {
+    data: { type: "string" },
+    http: { type: "string" },
+    mqtt: { type: "string" },
+    broker: { type: "string" },
+    "broker-username": { type: "string" },
+    "broker-password-file": { type: "string" },
+    "broker-ca": { type: "string" },
+    shared: { type: "boolean" },
+    database: { type: "string" },
+    "api-token-file": { type: "string" },
+    "webhook-secret-file": { type: "string" },
+  });
+  if (values.help) {
+    io.out(SERVE_HELP);
+    return 0;
+  }
+  if (
+    !values.broker &&
+    (values["broker-username"] || values["broker-password-file"] || values["broker-ca"] || values.shared)
+  ) {
+    throw new FleetError("--broker-username, --broker-password-file, --broker-ca and --shared need --broker", {
+      code: "EUSAGE",
+    });
+  }
+  if (values.broker && !/^(mqtts?|wss?):\/\//.test(values.broker)) {
+    throw new FleetError(`--broker ${values.broker}: expected mqtt://, mqtts://, ws:// or wss://`, { code: "EUSAGE" });
+  }
+  const { startServe } = await import("./serve.js");
+  const log = io.logger();
+  const running = await startServe(
+    {
+      dataDir: values.data ?? "./driftless-data",
+      http: hostPort(values.http ?? "127.0.0.1:8080", "--http", "127.0.0.1"),
+      mqtt: hostPort(values.mqtt ?? "0.0.0.0:1883", "--mqtt", "0.0.0.0"),
+      ...(values.broker
+        ? {
+            broker: {
+              url: values.broker,
+              shared: values.shared ?? false,
+              ...(values["broker-username"] ? { username: values["broker-username"] } : {}),
+              ...(values["broker-password-file"] ? { passwordFile: values["broker-password-file"] } : {}),
+              ...(values["broker-ca"] ? { caFile: values["broker-ca"] } : {}),
+            },
+          }
+        : {}),
+      ...(values.database ? { database: values.database } : {}),
+      ...(values["api-token-file"] ? { apiTokenFile: values["api-token-file"] } : {}),
+      ...(values["webhook-secret-file"] ? { webhookSecretFile: values["webhook-secret-file"] } : {}),
+    },
+    { log, now: () => new Date(), print: io.out, ...(createHttp ? { createHttp } : {}) },
+  );
+  const signal = await io.stopSignal();
+  log.info("stopping", { signal });
+  await running.close();
+  return 0;
+}
+
+/** The fleet CLI verbs: a client of a running serve's HTTP API. */
+async function fleetCommand(verb: FleetVerb, args: string[], io: CtlIo): Promise<number> {
+  const { runFleetCommand } = await import("./cli/fleet.js");
+  const { systemFleetIo } = await import("./cli/fleet-io.js");
+  return runFleetCommand(verb, args, systemFleetIo(io.out, io.err));
+}
+
+async function hostsAdd(args: string[], io: CtlIo): Promise<number> {
+  const { values, positionals } = parse(
+    args,
+    { data: { type: "string" }, json: { type: "boolean" }, label: { type: "string", multiple: true } },
+    true,
+  );
+  if (values.help) {
+    io.out(HOSTS_ADD_HELP);
+    return 0;
+  }
+  const host = hostName(positionals, HOSTS_ADD_HELP);
+  const { parseLabels } = await import("../../agent/src/cli/args.js");
+  const labels = parseLabels(values.label);
+  const { generatePassword, hashPassword } = await import("./auth/password.js");
+  const password = generatePassword();
+  const store = await openDataStore(values.data);
+  try {
+    await store.addCredential(host, await hashPassword(password), labels);
+  } finally {
+    await store.close();
+  }
+  if (values.json) {
+    io.out(JSON.stringify({ host, username: host, password }));
+  } else {
+    io.out(`Host ${host} added. Its MQTT credentials, shown this once:
+  username: ${host}
+  password: ${password}
+On the host, put the password in /etc/driftless/mqtt-password (mode 0600), and in agent.yaml:
+  broker: { url: mqtt://THIS-MACHINE:1883, username: ${host}, passwordFile: /etc/driftless/mqtt-password }`);
+  }
+  return 0;
+}
+
+async function hostsRemove(args: string[], io: CtlIo): Promise<number> {
+  const { values, positionals } = parse(args, { data: { type: "string" }, json: { type: "boolean" } }, true);
+  if (values.help) {
+    io.out(HOSTS_REMOVE_HELP);
+    return 0;
+  }
+  const host = hostName(positionals, HOSTS_REMOVE_HELP);
+  const store = await openDataStore(values.data);
+  let removed: boolean;
+  try {
+    removed = await store.removeCredential(host);
+  } finally {
+    await store.close();
+  }
+  if (!removed) throw new FleetError(`no host ${host} in ${values.data ?? "./driftless-data"}`, { code: "ENOTFOUND" });
+  if (values.json) io.out(JSON.stringify({ host, removed: true }));
+  else io.out(`Host ${host} removed: its credentials are revoked; a running serve disconnects it.`);
+  return 0;
+}
+
+function hostName(positionals: string[], help: string): string {
+  if (positionals.length !== 1) throw new FleetError(`expected one host NAME\n\n${help}`, { code: "EUSAGE" });
+  const host = positionals[0] as string;
+  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/.test(host)) {
+    throw new FleetError(`host name ${JSON.stringify(host)}: letters, digits, '.', '_' and '-', at most 63`, {
+      code: "EHOSTID",
+    });
+  }
+  return host;
+}
+
+async function openDataStore(dataDir: string | undefined) {
+  const fs = await import("node:fs");
+  const dir = dataDir ?? "./driftless-data";
+  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const { SqliteFleetStore } = await import("./store/sqlite.js");
+  return SqliteFleetStore.open(dir);
+}
+
+/** `HOST:PORT`, `[V6]:PORT`, or `:PORT` (on `defaultHost`). */
+function hostPort(value: string, flag: string, defaultHost: string): { host: string; port: number } {
+  const match = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(value);
+  const port = Number(match?.[3]);
+  if (!match || port > 65535) throw new FleetError(`${flag} ${value}: expected HOST:PORT`, { code: "EUSAGE" });
+  return { host: match[1] ?? (match[2] || defaultHost), port };
+}
+
+/** The real io: stdout, stderr, JSON logs off a terminal, process signals. */
+export function defaultCtlIo(): CtlIo {
+  return {
+    out: (line) => process.stdout.write(`${line}\n`),
+    err: (line) => process.stderr.write(`${line}\n`),
+    logger: () =>
+      createLogger({
+        write: (line) => process.stderr.write(`${line}\n`),
+        json: !process.stderr.isTTY,
+        level: process.env.DRIFTLESS_DEBUG ? "debug" : "info",
+        now: () => new Date(),
+      }),
+    stopSignal: () =>
+      new Promise((resolve) => {
+        const stop = (signal: string) => resolve(signal);
+        process.once("SIGINT", () => stop("SIGINT"));
+        process.once("SIGTERM", () => stop("SIGTERM"));
+      }),
+  };
+}

@@ -1,0 +1,622 @@
+/**
+ * The fleet store in SQLite (`fleet.db` in the data directory): WAL mode, numbered migrations.
+ *
+ * Writes from the ingest are queued and committed together, one transaction per event-loop turn
+ * (each write in its own savepoint, so one failing write fails alone): thousands of reports a
+ * second cost a few commits, and a write's promise resolves only once its transaction committed.
+ */
+import { createRequire } from "node:module";
+import * as path from "node:path";
+import type BetterSqlite3 from "better-sqlite3";
+import { FleetError } from "../errors.js";
+import { type AckState, advanceAck, effectivePresence, STALE_AFTER_MS } from "./logic.js";
+import {
+  DEFAULT_RUNS_PER_HOST,
+  type FactsPayload,
+  type FleetStore,
+  type FleetSummary,
+  type HeartbeatPayload,
+  HISTORY_LIMIT,
+  type HistoryEntry,
+  type HostDetail,
+  type HostFilter,
+  type HostSummary,
+  type Presence,
+  type ReportPayload,
+  type RunView,
+  type StatusPayload,
+  type SyncState,
+} from "./types.js";
+
+/** Each migration runs once, in order; `PRAGMA user_version` counts those applied. */
+const MIGRATIONS: string[] = [
+  `CREATE TABLE credentials (
+     host TEXT PRIMARY KEY,
+     hash TEXT NOT NULL,
+     labels TEXT NOT NULL,
+     created_at TEXT NOT NULL
+   );
+   CREATE TABLE hosts (
+     id TEXT PRIMARY KEY,
+     session INTEGER NOT NULL DEFAULT 0,
+     presence TEXT,
+     beat_ms INTEGER,
+     last_seen TEXT,
+     version TEXT,
+     mode TEXT,
+     status_commit TEXT,
+     status_last_run TEXT,
+     agent_labels TEXT,
+     sync TEXT,
+     run_commit TEXT,
+     last_seq INTEGER,
+     last_run TEXT,
+     drift TEXT,
+     facts TEXT,
+     facts_hash TEXT,
+     ack_up_to INTEGER,
+     ack_pending TEXT NOT NULL DEFAULT '[]'
+   );
+   CREATE TABLE runs (
+     host TEXT NOT NULL,
+     run_id TEXT NOT NULL,
+     seq INTEGER NOT NULL,
+     kind TEXT NOT NULL,
+     git_commit TEXT,
+     mode TEXT NOT NULL,
+     result TEXT NOT NULL,
+     sync TEXT NOT NULL,
+     started_at TEXT NOT NULL,
+     ended_at TEXT NOT NULL,
+     changes TEXT NOT NULL,
+     drift TEXT NOT NULL,
+     errors TEXT NOT NULL,
+     fold TEXT,
+     received_at TEXT NOT NULL,
+     PRIMARY KEY (host, run_id)
+   );
+   CREATE INDEX runs_host_seq ON runs(host, seq);
+   CREATE TABLE history (
+     id INTEGER PRIMARY KEY AUTOINCREMENT,
+     host TEXT NOT NULL,
+     at TEXT NOT NULL,
+     field TEXT NOT NULL,
+     from_value TEXT,
+     to_value TEXT NOT NULL
+   );
+   CREATE INDEX history_host ON history(host, id);
+   CREATE TABLE deliveries (
+     id TEXT PRIMARY KEY,
+     received_at TEXT NOT NULL
+   );
+   CREATE INDEX deliveries_received ON deliveries(received_at);`,
+];
+
+/** Webhook delivery ids are remembered this long. */
+const DELIVERY_RETENTION_MS = 7 * 24 * 3600 * 1000;
+
+export interface SqliteStoreOptions {
+  /** Runs kept per host (default DEFAULT_RUNS_PER_HOST, 200). */
+  runsPerHost?: number;
+}
+
+interface HostRow {
+  id: string;
+  session: number;
+  presence: string | null;
+  beat_ms: number | null;
+  last_seen: string | null;
+  version: string | null;
+  mode: string | null;
+  status_commit: string | null;
+  status_last_run: string | null;
+  agent_labels: string | null;
+  sync: string | null;
+  run_commit: string | null;
+  last_seq: number | null;
+  last_run: string | null;
+  drift: string | null;
+  facts: string | null;
+  facts_hash: string | null;
+  ack_up_to: number | null;
+  ack_pending: string;
+  cred_labels: string | null;
+}
+
+interface RunRow {
+  run_id: string;
+  seq: number;
+  kind: string;
+  git_commit: string | null;
+  mode: string;
+  result: string;
+  sync: string;
+  started_at: string;
+  ended_at: string;
+  changes: string;
+  drift: string;
+  errors: string;
+  fold: string | null;
+  received_at: string;
+}
+
+const HOST_SELECT = `SELECT h.*, c.labels AS cred_labels FROM hosts h LEFT JOIN credentials c ON c.host = h.id`;
+
+export class SqliteFleetStore implements FleetStore {
+  readonly #db: BetterSqlite3.Database;
+  readonly #runsPerHost: number;
+  #queue: Array<{ work: () => unknown; resolve: (value: unknown) => void; reject: (error: unknown) => void }> = [];
+  #flushScheduled = false;
+  readonly #statements = new Map<string, BetterSqlite3.Statement>();
+  #closed = false;
+
+  private constructor(db: BetterSqlite3.Database, options: SqliteStoreOptions) {
+    this.#db = db;
+    this.#runsPerHost = options.runsPerHost ?? DEFAULT_RUNS_PER_HOST;
+  }
+
+  /** Opens (creating and migrating) `fleet.db` in `dataDir`. */
+  static open(dataDir: string, options: SqliteStoreOptions = {}): SqliteFleetStore {
+    return SqliteFleetStore.openFile(path.join(dataDir, "fleet.db"), options);
+  }
+
+  static openFile(file: string, options: SqliteStoreOptions = {}): SqliteFleetStore {
+    const Database = loadSqlite();
+    let db: BetterSqlite3.Database;
+    try {
+      db = new Database(file);
+      db.pragma("journal_mode = WAL");
+      // FULL: an acknowledged report survives a power cut too (the agent has dropped it); writes are
+      // batched per event-loop turn, so this costs one sync per batch.
+      db.pragma("synchronous = FULL");
+      db.pragma("busy_timeout = 5000");
+      migrate(db, file);
+    } catch (error) {
+      if (error instanceof FleetError) throw error;
+      throw new FleetError(`cannot open fleet database ${file}: ${(error as Error).message}`, {
+        code: "ESTORE",
+        cause: error,
+      });
+    }
+    return new SqliteFleetStore(db, options);
+  }
+
+  /** Statements are prepared once (preparing costs more than running a small one). */
+  #sql(text: string): BetterSqlite3.Statement {
+    let statement = this.#statements.get(text);
+    if (!statement) {
+      statement = this.#db.prepare(text);
+      this.#statements.set(text, statement);
+    }
+    return statement;
+  }
+
+  get schemaVersion(): number {
+    return this.#db.pragma("user_version", { simple: true }) as number;
+  }
+
+  // --- credentials -------------------------------------------------------------------------
+
+  async addCredential(host: string, passwordHash: string, labels: Record<string, string> = {}): Promise<void> {
+    await this.#write(() => {
+      const result = this.#sql(
+        "INSERT OR IGNORE INTO credentials (host, hash, labels, created_at) VALUES (?, ?, ?, ?)",
+      ).run(host, passwordHash, JSON.stringify(labels), new Date().toISOString());
+      if (result.changes === 0) throw new FleetError(`host ${host} already has credentials`, { code: "EEXISTS" });
+      this.#sql("INSERT OR IGNORE INTO hosts (id) VALUES (?)").run(host);
+    });
+  }
+
+  /** Revokes a host's credentials and forgets what the store knew of it (runs, history). */
+  async removeCredential(host: string): Promise<boolean> {
+    return this.#write(() => {
+      const removed = this.#sql("DELETE FROM credentials WHERE host = ?").run(host).changes > 0;
+      const known = this.#sql("DELETE FROM hosts WHERE id = ?").run(host).changes > 0;
+      this.#sql("DELETE FROM runs WHERE host = ?").run(host);
+      this.#sql("DELETE FROM history WHERE host = ?").run(host);
+      return removed || known;
+    });
+  }
+
+  async credentialHash(host: string): Promise<string | null> {
+    const row = this.#sql("SELECT hash FROM credentials WHERE host = ?").get(host) as { hash: string } | undefined;
+    return row?.hash ?? null;
+  }
+
+  async listCredentials(): Promise<string[]> {
+    return (this.#sql("SELECT host FROM credentials ORDER BY host").pluck().all() as string[]).slice();
+  }
+
+  // --- ingest ------------------------------------------------------------------------------
+
+  recordStatus(host: string, status: StatusPayload, receivedAt: Date): Promise<boolean> {
+    return this.#write(() => {
+      const row = this.#hostRow(host);
+      if (status.session < row.session) return false;
+      const at = receivedAt.toISOString();
+      const nowMs = receivedAt.getTime();
+      this.#presenceChange(row, status.state, nowMs);
+      this.#sql(
+        `UPDATE hosts SET session = @session, presence = @presence, beat_ms = @beatMs, last_seen = @at,
+             version = COALESCE(@version, version), mode = COALESCE(@mode, mode),
+             status_commit = CASE WHEN @hasCommit THEN @commit ELSE status_commit END,
+             status_last_run = CASE WHEN @hasLastRun THEN @lastRun ELSE status_last_run END,
+             agent_labels = COALESCE(@labels, agent_labels)
+           WHERE id = @host`,
+      ).run({
+        host,
+        session: status.session,
+        presence: status.state,
+        beatMs: status.state === "online" ? nowMs : row.beat_ms,
+        at,
+        version: status.version ?? null,
+        mode: status.mode ?? null,
+        hasCommit: status.commit === undefined ? 0 : 1,
+        commit: status.commit ?? null,
+        hasLastRun: status.lastRun === undefined ? 0 : 1,
+        lastRun: status.lastRun ? JSON.stringify(status.lastRun) : null,
+        labels: status.labels ? JSON.stringify(status.labels) : null,
+      });
+      return true;
+    });
+  }
+
+  recordHeartbeat(host: string, beat: HeartbeatPayload, receivedAt: Date): Promise<void> {
+    return this.#write(() => {
+      const row = this.#hostRow(host);
+      if (beat.session < row.session) return;
+      const nowMs = receivedAt.getTime();
+      // A beat means the host is connected: online, unless its current session said otherwise.
+      const newer = beat.session > row.session;
+      const presence = newer || row.presence === null || row.presence === "online" ? "online" : row.presence;
+      this.#presenceChange(row, presence, nowMs);
+      this.#sql("UPDATE hosts SET session = ?, presence = ?, beat_ms = ?, last_seen = ? WHERE id = ?").run(
+        beat.session,
+        presence,
+        presence === "online" ? nowMs : row.beat_ms,
+        receivedAt.toISOString(),
+        host,
+      );
+    });
+  }
+
+  recordReport(
+    host: string,
+    report: ReportPayload,
+    receivedAt: Date,
+  ): Promise<{ duplicate: boolean; ackUpTo: number }> {
+    return this.#write(() => {
+      const row = this.#hostRow(host);
+      const at = receivedAt.toISOString();
+      const ackState: AckState = { upTo: row.ack_up_to, pending: JSON.parse(row.ack_pending) };
+      const inserted = this.#insertRun(host, report, at);
+      if (!inserted) {
+        this.#sql("UPDATE hosts SET last_seen = ? WHERE id = ?").run(at, host);
+        return { duplicate: true, ackUpTo: ackState.upTo ?? report.seq };
+      }
+      const from = report.kind === "summary" ? Math.min(report.fromSeq, report.seq) : report.seq;
+      const next = advanceAck(ackState, from, report.seq);
+      const latest = report.kind !== "summary" && (row.last_seq === null || report.seq > row.last_seq);
+      if (latest && report.sync !== (row.sync ?? "never-reported")) {
+        this.#history(host, at, "sync", row.sync ?? "never-reported", report.sync);
+      }
+      // One update: the ack state, and the host's sync state when this is its latest run.
+      this.#sql(
+        `UPDATE hosts SET last_seen = @at, ack_up_to = @upTo, ack_pending = @pending,
+           sync = CASE WHEN @latest THEN @sync ELSE sync END,
+           run_commit = CASE WHEN @latest THEN @commit ELSE run_commit END,
+           last_seq = CASE WHEN @latest THEN @seq ELSE last_seq END,
+           last_run = CASE WHEN @latest THEN @lastRun ELSE last_run END,
+           drift = CASE WHEN @latest THEN @drift ELSE drift END
+         WHERE id = @host`,
+      ).run({
+        host,
+        at,
+        upTo: next.upTo,
+        pending: JSON.stringify(next.pending),
+        latest: latest ? 1 : 0,
+        sync: report.kind === "summary" ? null : report.sync,
+        commit: report.kind === "summary" ? null : report.commit,
+        seq: report.seq,
+        lastRun:
+          report.kind === "summary"
+            ? null
+            : JSON.stringify({ runId: report.runId, seq: report.seq, result: report.result, endedAt: report.endedAt }),
+        drift: report.kind === "summary" ? null : JSON.stringify(report.drift),
+      });
+      this.#prune(host);
+      return { duplicate: false, ackUpTo: next.upTo ?? report.seq };
+    });
+  }
+
+  recordFacts(host: string, facts: FactsPayload, receivedAt: Date): Promise<void> {
+    return this.#write(() => {
+      this.#hostRow(host);
+      this.#sql("UPDATE hosts SET facts = ?, facts_hash = ?, last_seen = ? WHERE id = ?").run(
+        JSON.stringify(facts.facts),
+        facts.hash,
+        receivedAt.toISOString(),
+        host,
+      );
+    });
+  }
+
+  async markDelivery(id: string, receivedAt: Date): Promise<boolean> {
+    return this.#write(() => {
+      const cutoff = new Date(receivedAt.getTime() - DELIVERY_RETENTION_MS).toISOString();
+      this.#sql("DELETE FROM deliveries WHERE received_at < ?").run(cutoff);
+      return (
+        this.#sql("INSERT OR IGNORE INTO deliveries (id, received_at) VALUES (?, ?)").run(id, receivedAt.toISOString())
+          .changes > 0
+      );
+    });
+  }
+
+  // --- queries -----------------------------------------------------------------------------
+
+  async listHosts(filter: HostFilter, now: Date): Promise<HostSummary[]> {
+    const rows = this.#sql(`${HOST_SELECT} ORDER BY h.id`).all() as HostRow[];
+    return rows.map((row) => toSummary(row, now.getTime())).filter((host) => matches(host, filter));
+  }
+
+  async getHost(host: string, now: Date): Promise<HostDetail | null> {
+    const row = this.#sql(`${HOST_SELECT} WHERE h.id = ?`).get(host) as HostRow | undefined;
+    if (!row) return null;
+    const nowMs = now.getTime();
+    const history = (
+      this.#sql("SELECT at, field, from_value, to_value FROM history WHERE host = ? ORDER BY id DESC LIMIT ?").all(
+        host,
+        HISTORY_LIMIT,
+      ) as Array<{ at: string; field: string; from_value: string | null; to_value: string }>
+    ).map(
+      (h): HistoryEntry => ({
+        at: h.at,
+        field: h.field as HistoryEntry["field"],
+        from: h.from_value,
+        to: h.to_value,
+      }),
+    );
+    // Staleness is noticed by absence: show it in the history when it is the case now.
+    if (row.presence === "online" && effectivePresence(row.presence, row.beat_ms, nowMs) === "stale") {
+      const at = new Date((row.beat_ms ?? nowMs) + STALE_AFTER_MS).toISOString();
+      history.unshift({ at, field: "presence", from: "online", to: "stale" });
+    }
+    return {
+      ...toSummary(row, nowMs),
+      facts: parse(row.facts, null),
+      drift: parse(row.drift, []),
+      session: row.session,
+      history,
+    };
+  }
+
+  async listRuns(host: string, options: { limit: number; beforeSeq?: number }): Promise<RunView[]> {
+    const rows = this.#sql(
+      "SELECT * FROM runs WHERE host = ? AND seq < ? ORDER BY seq DESC, received_at DESC LIMIT ?",
+    ).all(host, options.beforeSeq ?? Number.MAX_SAFE_INTEGER, Math.max(0, options.limit)) as RunRow[];
+    return rows.map(toRunView);
+  }
+
+  async summary(now: Date): Promise<FleetSummary> {
+    const hosts = await this.listHosts({}, now);
+    const presence: Record<Presence, number> = { online: 0, stale: 0, offline: 0, lost: 0, unknown: 0 };
+    const sync: Record<SyncState, number> = { "in-sync": 0, drifted: 0, failed: 0, "never-reported": 0 };
+    const commits: Record<string, number> = {};
+    for (const host of hosts) {
+      presence[host.presence]++;
+      sync[host.sync]++;
+      if (host.commit !== null) commits[host.commit] = (commits[host.commit] ?? 0) + 1;
+    }
+    return { hosts: hosts.length, presence, sync, commits };
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#flush();
+    this.#closed = true;
+    this.#db.close();
+  }
+
+  // --- internals ---------------------------------------------------------------------------
+
+  /** Queues a write; all writes queued in one event-loop turn commit in one transaction. */
+  #write<T>(work: () => T): Promise<T> {
+    if (this.#closed) return Promise.reject(new FleetError("the fleet store is closed", { code: "ESTORE" }));
+    return new Promise<T>((resolve, reject) => {
+      this.#queue.push({ work, resolve: resolve as (value: unknown) => void, reject });
+      if (!this.#flushScheduled) {
+        this.#flushScheduled = true;
+        setImmediate(() => this.#flush());
+      }
+    });
+  }
+
+  #flush(): void {
+    this.#flushScheduled = false;
+    const batch = this.#queue;
+    this.#queue = [];
+    if (batch.length === 0) return;
+    const outcomes: Array<{ ok: boolean; value: unknown }> = [];
+    try {
+      this.#db.transaction(() => {
+        for (const item of batch) {
+          try {
+            outcomes.push({ ok: true, value: this.#db.transaction(item.work)() });
+          } catch (error) {
+            outcomes.push({ ok: false, value: error });
+          }
+        }
+      })();
+    } catch (error) {
+      const failure = new FleetError(`fleet database write failed: ${(error as Error).message}`, {
+        code: "ESTORE",
+        retryable: true,
+        cause: error,
+      });
+      for (const item of batch) item.reject(failure);
+      return;
+    }
+    batch.forEach((item, i) => {
+      const outcome = outcomes[i] as { ok: boolean; value: unknown };
+      if (outcome.ok) item.resolve(outcome.value);
+      else item.reject(outcome.value);
+    });
+  }
+
+  /** The host's row, created on its first message. */
+  #hostRow(host: string): HostRow {
+    this.#sql("INSERT OR IGNORE INTO hosts (id) VALUES (?)").run(host);
+    return this.#sql("SELECT *, NULL AS cred_labels FROM hosts WHERE id = ?").get(host) as HostRow;
+  }
+
+  /**
+   * Records a presence change in the history. An online host whose heartbeat was late went
+   * stale in between: that is recorded too, at the time it became stale.
+   */
+  #presenceChange(row: HostRow, next: string, nowMs: number): void {
+    let from: string = effectivePresence(row.presence, row.beat_ms, nowMs);
+    if (from === "stale" && row.presence === "online") {
+      const staleAt = new Date((row.beat_ms ?? nowMs) + STALE_AFTER_MS);
+      if (row.beat_ms !== null) this.#history(row.id, staleAt.toISOString(), "presence", "online", "stale");
+      else from = "unknown";
+    }
+    if (from !== next) {
+      this.#history(row.id, new Date(nowMs).toISOString(), "presence", from === "unknown" ? null : from, next);
+    }
+  }
+
+  #history(host: string, at: string, field: "presence" | "sync", from: string | null, to: string): void {
+    this.#sql("INSERT INTO history (host, at, field, from_value, to_value) VALUES (?, ?, ?, ?, ?)").run(
+      host,
+      at,
+      field,
+      from,
+      to,
+    );
+    this.#sql(
+      `DELETE FROM history WHERE host = ? AND id < (SELECT id FROM history WHERE host = ? ORDER BY id DESC
+         LIMIT 1 OFFSET ?)`,
+    ).run(host, host, HISTORY_LIMIT - 1);
+  }
+
+  /** false when (host, runId) is already stored. */
+  #insertRun(host: string, report: ReportPayload, receivedAt: string): boolean {
+    const insert = this.#sql(
+      `INSERT OR IGNORE INTO runs (host, run_id, seq, kind, git_commit, mode, result, sync, started_at, ended_at,
+         changes, drift, errors, fold, received_at)
+       VALUES (@host, @runId, @seq, @kind, @commit, @mode, @result, @sync, @startedAt, @endedAt, @changes, @drift,
+         @errors, @fold, @receivedAt)`,
+    );
+    const values =
+      report.kind === "summary"
+        ? {
+            kind: "summary",
+            commit: null,
+            mode: "summary",
+            result: "summary",
+            sync: "unknown",
+            startedAt: report.firstStartedAt,
+            endedAt: report.lastEndedAt,
+            changes: "[]",
+            drift: "[]",
+            errors: "[]",
+            fold: JSON.stringify({ fromSeq: report.fromSeq, count: report.count, results: report.results }),
+          }
+        : {
+            kind: "run",
+            commit: report.commit,
+            mode: report.mode,
+            result: report.result,
+            sync: report.sync,
+            startedAt: report.startedAt,
+            endedAt: report.endedAt,
+            changes: JSON.stringify(report.changes),
+            drift: JSON.stringify(report.drift),
+            errors: JSON.stringify(report.errors),
+            fold: null,
+          };
+    return insert.run({ host, runId: report.runId, seq: report.seq, receivedAt, ...values }).changes > 0;
+  }
+
+  /** Keeps the newest `runsPerHost` runs of a host. */
+  #prune(host: string): void {
+    this.#sql(
+      `DELETE FROM runs WHERE host = ? AND seq < (SELECT seq FROM runs WHERE host = ? ORDER BY seq DESC
+         LIMIT 1 OFFSET ?)`,
+    ).run(host, host, this.#runsPerHost - 1);
+  }
+}
+
+function toSummary(row: HostRow, nowMs: number): HostSummary {
+  const presence = effectivePresence(row.presence, row.beat_ms, nowMs);
+  // Labels: the agent's own, overridden by the ones given with `hosts add` (an operator's word
+  // weighs more than a host's).
+  const labels = { ...parse<Record<string, string>>(row.agent_labels, {}), ...parse(row.cred_labels, {}) };
+  return {
+    id: row.id,
+    presence,
+    online: presence === "online",
+    sync: (row.sync ?? "never-reported") as SyncState,
+    commit: row.last_seq !== null ? row.run_commit : row.status_commit,
+    lastSeen: row.last_seen,
+    labels,
+    version: row.version,
+    mode: row.mode,
+    lastRun: parse(row.last_run, null) ?? parse(row.status_last_run, null),
+  };
+}
+
+function matches(host: HostSummary, filter: HostFilter): boolean {
+  if (filter.state !== undefined && host.presence !== filter.state && host.sync !== filter.state) return false;
+  if (filter.commit !== undefined && !(host.commit ?? "").startsWith(filter.commit)) return false;
+  for (const [key, value] of Object.entries(filter.labels ?? {})) {
+    if (host.labels[key] !== value) return false;
+  }
+  return true;
+}
+
+function toRunView(row: RunRow): RunView {
+  const view: RunView = {
+    runId: row.run_id,
+    seq: row.seq,
+    kind: row.kind as RunView["kind"],
+    commit: row.git_commit,
+    mode: row.mode,
+    result: row.result,
+    sync: row.sync,
+    startedAt: row.started_at,
+    endedAt: row.ended_at,
+    changes: JSON.parse(row.changes),
+    drift: JSON.parse(row.drift),
+    errors: JSON.parse(row.errors),
+    receivedAt: row.received_at,
+  };
+  if (row.fold !== null) view.fold = JSON.parse(row.fold);
+  return view;
+}
+
+function parse<T>(text: string | null, fallback: T): T {
+  return text === null ? fallback : (JSON.parse(text) as T);
+}
+
+function migrate(db: BetterSqlite3.Database, file: string): void {
+  const version = db.pragma("user_version", { simple: true }) as number;
+  if (version > MIGRATIONS.length) {
+    throw new FleetError(
+      `fleet database ${file} has schema ${version}, newer than this driftlessctl knows (${MIGRATIONS.length}); upgrade driftlessctl`,
+      { code: "ESTORE" },
+    );
+  }
+  for (let i = version; i < MIGRATIONS.length; i++) {
+    db.transaction(() => {
+      db.exec(MIGRATIONS[i] as string);
+      db.pragma(`user_version = ${i + 1}`);
+    })();
+  }
+}
+
+/** better-sqlite3 is a native addon: loaded with require, only when the store is opened. */
+function loadSqlite(): typeof BetterSqlite3 {
+  const require = createRequire(import.meta.url);
+  return require("better-sqlite3") as typeof BetterSqlite3;
+}
