@@ -33,3 +33,17 @@ export function run(root: string, source: string, options: Partial<RunOptions> =
     },
   );
 }
+
+/** A TCP port free on 127.0.0.1 now (for servers that cannot listen on port 0 themselves). */
+export async function freePort(): Promise<number> {
+  const { createServer } = await import("node:net");
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address();
+      const port = typeof address === "object" && address ? address.port : 0;
+      server.close(() => resolve(port));
+    });
+  });
+}
