@@ -14,7 +14,6 @@ import { connect, type MqttClient } from "mqtt";
 import { payloadSchemas } from "../../protocol/schema.js";
 import { FLEET_CMD_TOPIC, hostTopic } from "../../protocol/topics.js";
 import { CLI } from "./cli.js";
-import { freePort } from "./ports.js";
 import { fleet, makeRepo, profile, tempDir } from "./repo.js";
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
