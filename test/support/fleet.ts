@@ -198,6 +198,7 @@ export function fleetAgent(options: {
   source: string;
   splay?: string;
   labels?: Record<string, string>;
+  mode?: "enforce" | "report";
 }): FleetAgentSetup {
   const dir = tempDir("driftless-fleet-agent-");
   const config = path.join(dir, "agent.yaml");
@@ -214,6 +215,7 @@ export function fleetAgent(options: {
       "kind: AgentConfig",
       `host: ${options.host}`,
       ...(labels ? [`labels: { ${labels} }`] : []),
+      `mode: ${options.mode ?? "enforce"}`,
       `stateDir: ${stateDir}`,
       "source:",
       `  url: ${options.source}`,

@@ -328,6 +328,7 @@ export function reportingOf(config: AgentConfig | null, facts?: Facts, outcome?:
   return {
     outboxLimit: config ? (config.broker ? config.broker.outboxLimit : null) : undefined,
     mode: config?.mode ?? "enforce",
+    ...(config ? { labels: config.labels } : {}),
     ...(facts ? { facts } : {}),
     ...(outcome ? { profiles: outcome.profiles, timings: outcome.timings } : {}),
   };

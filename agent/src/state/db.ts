@@ -72,6 +72,8 @@ export interface RunReporting extends ReportExtras {
    */
   outboxLimit: number | null | undefined;
   mode: "enforce" | "report";
+  /** The configuration's labels, in the status (the fleet views filter on them). */
+  labels?: Record<string, string>;
   /** The facts the run saw; published (retained) by the supervisor when their hash changes. */
   facts?: Record<string, unknown>;
 }
@@ -242,6 +244,7 @@ export class StateStore {
         commit: run.commit,
         sync: syncOf(run.result),
         mode: reporting.mode,
+        ...(reporting.labels ? { labels: reporting.labels } : {}),
         lastRun: { runId: run.id, seq, result: run.result, endedAt: run.endedAt },
       }),
     );
