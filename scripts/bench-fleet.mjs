@@ -65,10 +65,16 @@ const load = () =>
 
 async function until(what, check, timeoutMs) {
   const deadline = Date.now() + timeoutMs;
+  let last;
   for (;;) {
-    const value = await check();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    try {
+      const value = await check();
+      if (value) return value;
+    } catch (error) {
+      // A busy machine: a refused or reset request is tried again until the deadline.
+      last = error;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}: ${last ?? ""}`);
     await sleep(100);
   }
 }
