@@ -4,8 +4,10 @@
 // control plane played by a real MQTT.js client that checks every payload against
 // protocol/schema.ts and sends the acks. Runs are started with SIGHUP or commands; every wait is
 // a condition polled with a deadline.
+import { spawn } from "node:child_process";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
 import { HOST_ID_PATTERN } from "../../protocol/topics.js";
+import { CLI } from "../support/cli.js";
 import { freePort } from "../support/ports.js";
 import { cleanupTemp } from "../support/repo.js";
 import { AedesBroker, AgentDaemon, agentSetup, ControlPlane, outboxOf, until } from "../support/reporting.js";
@@ -223,5 +225,23 @@ describe("agent reporting", () => {
     ]);
     await until("an empty outbox", () => outboxOf(setup.stateDir).length === 0);
     expect(cp.invalid).toEqual([]);
+  });
+
+  it("--once reports its run, waits for the ack and exits offline, its outbox empty", async () => {
+    const setup = agentSetup(MOSQUITTO);
+    const cp = await plane(MOSQUITTO, setup.host, { autoAck: true });
+    const code = await new Promise<number | null>((resolve) => {
+      const child = spawn(
+        process.execPath,
+        [CLI, "agent", "--once", "--config", setup.config, "--root", setup.root, "--log-format", "json"],
+        { stdio: "ignore" },
+      );
+      child.on("close", (c) => resolve(c));
+    });
+    expect(code).toBe(2);
+    expect(cp.reports().map((r) => r.seq)).toEqual([1]);
+    expect(outboxOf(setup.stateDir)).toEqual([]);
+    await until("offline", () => cp.of("status").some((s) => s.state === "offline"));
+    expect(cp.of("status").map((s) => s.state)).toEqual(["online", "offline"]);
   });
 });

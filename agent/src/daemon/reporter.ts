@@ -31,6 +31,7 @@ import {
   getReporting,
   loadSqlite,
   OUTBOX_SCHEMA_VERSION,
+  outboxSize,
   pendingReports,
   REPORTING_KEYS,
   setReporting,
@@ -104,6 +105,25 @@ export class Reporter {
     this.#publishStatus("online");
     this.#publishFacts();
     this.#drain();
+  }
+
+  /**
+   * Waits (at most `timeoutMs`) until the outbox is empty: every report sent and acknowledged.
+   * True when it is. For `driftless agent --once`, which reports and exits.
+   */
+  async flush(timeoutMs: number): Promise<boolean> {
+    const { clock } = this.#deps;
+    const deadline = clock.monotonic() + timeoutMs;
+    for (;;) {
+      if (this.#connected && this.#inFlight.size === 0) {
+        const db = this.#openDb();
+        const empty = !db || outboxSize(db) === 0;
+        if (this.#inFlight.size === 0) this.#closeDb();
+        if (empty) return true;
+      }
+      if (clock.monotonic() >= deadline) return false;
+      await clock.sleep(100);
+    }
   }
 
   /** Clean stop: `offline` (retained), then the connection ends without its will. */
