@@ -9,7 +9,8 @@
  *   both carry it, so a late will of an old connection never marks a reconnected host lost.
  *   A clean stop publishes `offline`, then disconnects (no will).
  * - Reports are published in seq order, at most `maxInFlight` unacknowledged at a time; a report
- *   leaves the outbox only on the control plane's `ack {upTo}` (never on the broker's PUBACK).
+ *   leaves the outbox only on the control plane's `ack {upTo}` (never on the broker's PUBACK),
+ *   and only once it was sent on this connection.
  *   After a reconnect, or `ackTimeoutMs` without an ack, every unacknowledged report is sent again.
  * - Facts (retained) are published when their hash differs from the last published one, kept in
  *   state.db: a restart does not publish them again.
@@ -248,9 +249,19 @@ export class Reporter {
       });
       await offline;
     }
+    const connected = this.#connected;
     this.#client = undefined;
     this.#lose();
-    await new Promise<void>((resolve) => client.end(false, {}, () => resolve()));
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        client.end(true);
+        resolve();
+      }, OFFLINE_TIMEOUT_MS);
+      client.end(!connected, {}, () => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
     this.#deps.log.info("disconnected from the broker", {});
   }
 
@@ -283,18 +294,23 @@ export class Reporter {
     }, wait);
   }
 
+  /**
+   * Deletes the acknowledged reports: those up to `upTo` that were sent on this connection. An
+   * ack beyond them (a control plane that stored seqs of a state.db since lost) deletes nothing
+   * not yet sent.
+   */
   #onAck(upTo: number): void {
+    const sent = Math.min(upTo, this.#sentUpTo);
     const db = this.#openDb();
     if (db) {
       try {
-        ackReports(db, upTo);
+        ackReports(db, sent);
       } catch (error) {
         this.#deps.log.warn("cannot delete acknowledged reports", { error: (error as Error).message });
         return;
       }
     }
-    for (const seq of this.#inFlight.keys()) if (seq <= upTo) this.#inFlight.delete(seq);
-    if (upTo > this.#sentUpTo) this.#sentUpTo = upTo;
+    for (const seq of this.#inFlight.keys()) if (seq <= sent) this.#inFlight.delete(seq);
     clearTimeout(this.#ackTimer);
     this.#ackTimer = undefined;
     this.#drain();
