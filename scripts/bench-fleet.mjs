@@ -315,8 +315,10 @@ async function push() {
   await repo.push();
   const [user, system, wall] = (await runOnceTimed(probeConfig, path.join(probeDir, "root"))).split(" ").map(Number);
   const runCpu = user + system;
-  // Let the machine settle after the probe run and the fleet's start.
-  await sleep(3_000);
+  // Let the machine settle after the fleet's start (50 processes at once) and the probe run:
+  // until the 1-minute load average is under cores + 1, for at most 3 minutes.
+  const settle = Date.now() + 180_000;
+  while (os.loadavg()[0] > CORES + 1 && Date.now() < settle) await sleep(2_000);
 
   const body = Buffer.from(JSON.stringify({ ref: "refs/heads/main", before: first, after: second }));
   const loadBefore = load();
