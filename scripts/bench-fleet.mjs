@@ -97,6 +97,26 @@ function cpuSeconds(pid) {
   return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks (USER_HZ 100)
 }
 
+/** CPU seconds of a process and of its children it has waited for (a daemon's runs). */
+function treeCpuSeconds(pid) {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return (Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14])) / 100;
+  } catch {
+    return 0;
+  }
+}
+
+/** Busy and total CPU seconds of the whole machine so far (/proc/stat). */
+function machineCpu() {
+  const line = readFileSync("/proc/stat", "utf8").split("\n")[0];
+  const v = line.split(/\s+/).slice(1).map(Number);
+  const total = v.reduce((a, b) => a + b, 0);
+  const idle = (v[3] ?? 0) + (v[4] ?? 0);
+  return { busy: (total - idle) / 100, total: total / 100 };
+}
+
 /** A data directory with `hosts` credentials (one password, hashed once). */
 async function dataWith(hosts) {
   const data = mkdtempSync(path.join(temp, "data-"));
@@ -322,6 +342,8 @@ async function push() {
 
   const body = Buffer.from(JSON.stringify({ ref: "refs/heads/main", before: first, after: second }));
   const loadBefore = load();
+  const fleetCpuBefore = agents.reduce((sum, a) => sum + treeCpuSeconds(a.pid), 0);
+  const machineBefore = machineCpu();
   const t0 = Date.now();
   const response = await fetch(`http://127.0.0.1:${cp.http}/hooks/git`, {
     method: "POST",
@@ -336,6 +358,10 @@ async function push() {
   if (response.status !== 202) throw new Error(`webhook: ${response.status} ${await response.text()}`);
   await until(`${AGENTS} agents on the pushed commit`, async () => (await onCommit(second)) === AGENTS, 300_000);
   const polled = (Date.now() - t0) / 1000;
+  // The daemons' own CPU and their runs' (children they waited for), and the machine's.
+  const fleetCpu = agents.reduce((sum, a) => sum + treeCpuSeconds(a.pid), 0) - fleetCpuBefore;
+  const machineAfter = machineCpu();
+  const machineBusy = (machineAfter.busy - machineBefore.busy) / (machineAfter.total - machineBefore.total);
   const loadAfter = load();
   // The exact moment: when the control plane received each host's first report of the new commit.
   let last = 0;
@@ -355,6 +381,8 @@ async function push() {
     runCpu,
     runWall: wall,
     floor: (AGENTS * runCpu) / CORES,
+    fleetCpu,
+    machineBusy,
     loadBefore,
     loadAfter,
   };
@@ -377,11 +405,11 @@ try {
     const r = await push();
     console.log(`\nPush to converged: ${r.agents} agent daemons, splay ${SPLAY}, ${CORES} cores`);
     console.log(
-      "| webhook to last report | (seen by polling) | one run: CPU / wall | CPU floor | fleet start | load before / after |",
+      "| webhook to last report | (seen by polling) | one run: CPU / wall | CPU floor | fleet CPU (daemons and runs) | machine busy | fleet start | load before / after |",
     );
-    console.log("| ---: | ---: | ---: | ---: | ---: | --- |");
+    console.log("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
     console.log(
-      `| **${r.seconds.toFixed(2)} s** | ${r.polled.toFixed(2)} s | ${r.runCpu.toFixed(2)} s / ${r.runWall.toFixed(2)} s | ${r.floor.toFixed(1)} s | ${r.startSeconds.toFixed(1)} s | ${r.loadBefore} / ${r.loadAfter} |`,
+      `| **${r.seconds.toFixed(2)} s** | ${r.polled.toFixed(2)} s | ${r.runCpu.toFixed(2)} s / ${r.runWall.toFixed(2)} s | ${r.floor.toFixed(1)} s | ${r.fleetCpu.toFixed(1)} s (${(r.fleetCpu / r.agents).toFixed(2)} s per host) | ${(r.machineBusy * 100).toFixed(0)}% | ${r.startSeconds.toFixed(1)} s | ${r.loadBefore} / ${r.loadAfter} |`,
     );
   }
 } finally {
