@@ -5,6 +5,7 @@
 import * as path from "node:path";
 import { DEFAULT_CONFIG, ENV_OVERRIDES } from "../config/env.js";
 import type { RunReport } from "../daemon/agent.js";
+import type { Reporter } from "../daemon/reporter.js";
 import { Supervisor } from "../daemon/supervisor.js";
 import { spawnSelf } from "../host/child.js";
 import { HostFs } from "../host/fs.js";
@@ -99,10 +100,36 @@ async function supervise(configFile: string, args: string[], io: Io, log: Logger
     return 1;
   }
   const passOn = args.filter((a, i) => a !== "--once" && !(i > 0 && args[i - 1] === "--config") && a !== "--config");
+  // Reporting is loaded (MQTT.js, the SQLite addon) only once a run says the configuration has a broker.
+  let reporter: Reporter | undefined;
+  let reporting = Promise.resolve();
+  const onRunEnd = (report: RunReport | null) => {
+    reporting = reporting.then(async () => {
+      const broker = report?.broker;
+      if (broker && !reporter) {
+        const { Reporter } = await import("../daemon/reporter.js");
+        const { VERSION } = await import("../main.js");
+        reporter = new Reporter({
+          fs,
+          clock: io.clock,
+          log,
+          version: VERSION,
+          trigger: (kind) => supervisor.trigger(kind),
+        });
+      }
+      if (broker !== undefined) await reporter?.configure(broker);
+      reporter?.runEnded();
+    });
+  };
   const supervisor = new Supervisor({
     readConfig: () => fs.readTextIfExists(configFile),
     clock: io.clock,
     log,
+    onRunEnd,
+    onStop: async () => {
+      await reporting;
+      await reporter?.stop();
+    },
     startRun: (request) =>
       spawnSelf<RunReport>(
         [
