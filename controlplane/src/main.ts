@@ -60,7 +60,8 @@ Options:
   -h, --help                 show this help
 `;
 
-const DEMO_HELP = `Usage: driftlessctl demo [--dir DIR] [--hosts N] [--http HOST:PORT] [--mqtt HOST:PORT] [--keep]
+const DEMO_HELP = `Usage: driftlessctl demo [--dir DIR] [--hosts N] [--http HOST:PORT] [--mqtt HOST:PORT]
+                         [--interval DURATION] [--keep]
 
 Runs the whole loop on this machine, without root: a control plane (as serve: embedded MQTT
 broker, SQLite), a Git repository made from the example profiles/ and served over HTTP, a
@@ -75,6 +76,7 @@ Options:
   --hosts N          how many hosts (default 3, at most 50)
   --http HOST:PORT   the HTTP API and dashboard (default 127.0.0.1:0, a free port)
   --mqtt HOST:PORT   the embedded MQTT broker (default 127.0.0.1:0, a free port)
+  --interval D       how often each agent converges on its own (default 30s; 5m, 1h30m...)
   --keep             keep the directory when the demo stops
   -h, --help         show this help
 `;
@@ -217,6 +219,7 @@ async function demoCommand(args: string[], io: CtlIo): Promise<number> {
     hosts: { type: "string" },
     http: { type: "string" },
     mqtt: { type: "string" },
+    interval: { type: "string" },
     keep: { type: "boolean" },
   });
   if (values.help) {
@@ -227,6 +230,12 @@ async function demoCommand(args: string[], io: CtlIo): Promise<number> {
   if (!(hosts >= 1 && hosts <= 50)) {
     throw new FleetError(`--hosts ${values.hosts}: expected a whole number from 1 to 50`, { code: "EUSAGE" });
   }
+  const { parseDuration } = await import("../../agent/src/config/duration.js");
+  if (values.interval !== undefined && !parseDuration(values.interval)) {
+    throw new FleetError(`--interval ${values.interval}: expected a duration such as 30s, 5m or 1h30m`, {
+      code: "EUSAGE",
+    });
+  }
   const { runDemo } = await import("./demo/demo.js");
   const { startHttp } = await import("./http/start.js");
   return runDemo(
@@ -236,6 +245,7 @@ async function demoCommand(args: string[], io: CtlIo): Promise<number> {
       http: hostPort(values.http ?? "127.0.0.1:0", "--http", "127.0.0.1"),
       mqtt: hostPort(values.mqtt ?? "127.0.0.1:0", "--mqtt", "127.0.0.1"),
       keep: values.keep ?? false,
+      ...(values.interval !== undefined ? { interval: values.interval } : {}),
     },
     {
       out: io.out,

@@ -423,9 +423,10 @@ function watchFleet(serve: RunningServe, style: Style, out: (line: string) => vo
   return () => clearInterval(timer);
 }
 
-/** What a row shows that matters: not the ages, and not a new run with the same result. */
+/** What a row shows that matters: not the ages, nor a new run that found everything in sync. */
 function tableKey(h: HostSummary): unknown[] {
-  return [h.id, h.presence, h.sync, h.commit, h.lastRun?.result ?? null, h.labels];
+  const run = h.lastRun ? (h.lastRun.result === "in-sync" ? "in-sync" : [h.lastRun.seq, h.lastRun.result]) : null;
+  return [h.id, h.presence, h.sync, h.commit, run, h.labels];
 }
 
 function clock(): string {
