@@ -184,6 +184,14 @@ export class ControlPlane {
       await client.publishAsync(hostTopic(this.host, kind), "", { qos: 1, retain: true });
   }
 
+  async publishRetained(topic: string, text: string): Promise<void> {
+    await this.#client?.publishAsync(topic, text, { qos: 1, retain: true });
+  }
+
+  async clearRetainedOn(topic: string): Promise<void> {
+    await this.#client?.publishAsync(topic, "", { qos: 1, retain: true });
+  }
+
   async close(): Promise<void> {
     await this.#client?.endAsync(true);
     this.#client = undefined;

@@ -119,6 +119,14 @@ async function supervise(configFile: string, args: string[], io: Io, log: Logger
       }
       if (broker !== undefined) await reporter?.configure(broker);
       reporter?.runEnded();
+      const m = process.memoryUsage();
+      const mb = (n: number) => Math.round((n / 1048576) * 10) / 10;
+      log.debug("daemon memory", {
+        rssMB: mb(m.rss),
+        heapMB: mb(m.heapTotal),
+        heapUsedMB: mb(m.heapUsed),
+        externalMB: mb(m.external),
+      });
     });
   };
   const supervisor = new Supervisor({
