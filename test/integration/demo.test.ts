@@ -231,4 +231,24 @@ describe("driftlessctl demo", () => {
     expect(alive).toEqual([]);
     expect(existsSync(dir)).toBe(false);
   });
+
+  it("refuses a directory that holds something else, and a bad host count, touching nothing", async () => {
+    const other = mkdtempSync(path.join(tmpdir(), "driftless-demo-other-"));
+    try {
+      writeFileSync(path.join(other, "notes.txt"), "mine\n");
+      if (isRoot) chownSync(other, NOBODY, NOBODY);
+      const refused = await run(process.execPath, [CTL, "demo", "--dir", other]);
+      expect(refused.code).toBe(1);
+      expect(refused.stderr).toContain(`--dir ${other}: not empty, and not a demo's directory`);
+      expect(readdirSync(other)).toEqual(["notes.txt"]);
+      const zero = await run(process.execPath, [CTL, "demo", "--hosts", "0", "--dir", path.join(other, "new")]);
+      expect(zero.code).toBe(1);
+      expect(zero.stderr).toContain("--hosts 0: expected a whole number from 1 to 50");
+      expect(existsSync(path.join(other, "new"))).toBe(false);
+      const help = await run(process.execPath, [CTL, "demo", "--help"]);
+      expect(help.stdout).toContain("Usage: driftlessctl demo [--dir DIR] [--hosts N]");
+    } finally {
+      rmSync(other, { recursive: true, force: true });
+    }
+  });
 });
