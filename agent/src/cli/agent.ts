@@ -128,6 +128,8 @@ async function supervise(configFile: string, args: string[], io: Io, log: Logger
         externalMB: mb(m.external),
       });
     });
+    // One failure (an addon that does not load) must not stop the reporting of later runs.
+    reporting = reporting.catch((error: unknown) => log.error("reporting failed", { error: (error as Error).message }));
   };
   const supervisor = new Supervisor({
     readConfig: () => fs.readTextIfExists(configFile),
