@@ -34,6 +34,8 @@ export const statusSchema = z.strictObject({
   sync: syncStateSchema.optional(),
   mode: z.enum(["enforce", "report"]).optional(),
   lastRun: runBriefSchema.nullable().optional(),
+  /** The labels of the agent's configuration (the fleet views filter on them). */
+  labels: z.record(z.string().max(63), z.string().max(200)).optional(),
 });
 
 /** `hosts/{id}/heartbeat`, QoS 0, every 60 s. */

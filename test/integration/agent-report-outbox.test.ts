@@ -134,6 +134,7 @@ describe("the outbox", () => {
     const facts = { os: { arch: "amd64" }, hostname: "edge-1" };
     state.recordRun(toRunRecord(outcome, "apply", "c0ffee", { source: "git" }), {
       ...withBroker(),
+      labels: { role: "gateway", ["k".repeat(64)]: "too long a key for the protocol" },
       profiles: outcome.profiles,
       timings: outcome.timings,
       facts,
@@ -164,6 +165,15 @@ describe("the outbox", () => {
       sync: "in-sync",
       mode: "enforce",
       lastRun: { runId: outcome.id, seq: 1, result: "changed" },
+      labels: { role: "gateway" },
+    });
+    // A run whose configuration did not load keeps the mode and labels the status had.
+    state.recordRun(record(9, "error"), { outboxLimit: undefined });
+    expect(JSON.parse(getReporting(state.database, REPORTING_KEYS.status) ?? "{}")).toMatchObject({
+      sync: "failed",
+      mode: "enforce",
+      labels: { role: "gateway" },
+      lastRun: { runId: "run-9", seq: 2 },
     });
     expect(getReporting(state.database, REPORTING_KEYS.facts)).toBe('{"hostname":"edge-1","os":{"arch":"amd64"}}');
     expect(getReporting(state.database, REPORTING_KEYS.factsHash)).toMatch(/^[0-9a-f]{64}$/);

@@ -365,6 +365,7 @@ export function agentSetup(brokerUrl: string, extra = ""): AgentSetup {
         "kind: AgentConfig",
         `host: ${host}`,
         `stateDir: ${stateDir}`,
+        "labels: { role: test }",
         "source:",
         `  url: ${repo}`,
         "  interval: 1h",
