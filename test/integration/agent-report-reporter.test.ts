@@ -99,6 +99,18 @@ describe("the reporter", () => {
     expect(cp.of("report").map((r) => r.seq)).toEqual([1, 2, 3, 4, 5]);
   });
 
+  it("deletes on an ack only the reports it has sent, however far the ack goes", async () => {
+    const { cp, stateDir } = await setup(4, { maxInFlight: 2 });
+    await until("two reports", () => cp.of("report").length === 2);
+    // A control plane that stored seqs up to 1000 once (a state.db since lost) acks them.
+    cp.ack(1000);
+    await until("the next two", () => cp.of("report").length === 4);
+    expect(outboxOf(stateDir).map((r) => r.seq)).toEqual([3, 4]);
+    cp.ack(1000);
+    await until("an empty outbox", () => outboxOf(stateDir).length === 0);
+    expect(cp.of("report").map((r) => r.seq)).toEqual([1, 2, 3, 4]);
+  });
+
   it("sends the unacknowledged reports again after the ack timeout, on the same connection", async () => {
     const { cp, reporter } = await setup(2, { ackTimeoutMs: 300 });
     await until("both sent twice", () => cp.of("report").length >= 4);

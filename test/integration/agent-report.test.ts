@@ -4,11 +4,23 @@
 // control plane played by a real MQTT.js client that checks every payload against
 // protocol/schema.ts and sends the acks. Runs are started with SIGHUP or commands; every wait is
 // a condition polled with a deadline.
+import { spawn } from "node:child_process";
+import { readFileSync, writeFileSync } from "node:fs";
+import * as path from "node:path";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
 import { HOST_ID_PATTERN } from "../../protocol/topics.js";
+import { CLI } from "../support/cli.js";
 import { freePort } from "../support/ports.js";
-import { cleanupTemp } from "../support/repo.js";
-import { AedesBroker, AgentDaemon, agentSetup, ControlPlane, outboxOf, until } from "../support/reporting.js";
+import { cleanupTemp, tempDir } from "../support/repo.js";
+import {
+  AedesBroker,
+  AgentDaemon,
+  agentSetup,
+  ControlPlane,
+  makeCertificates,
+  outboxOf,
+  until,
+} from "../support/reporting.js";
 
 const MOSQUITTO = "mqtt://127.0.0.1:1883";
 
@@ -22,7 +34,11 @@ function daemon(config: string, root: string): AgentDaemon {
   return d;
 }
 
-async function plane(url: string, host: string, options: { autoAck?: boolean } = {}): Promise<ControlPlane> {
+async function plane(
+  url: string,
+  host: string,
+  options: { autoAck?: boolean; ca?: Buffer } = {},
+): Promise<ControlPlane> {
   const cp = new ControlPlane(url, host, options);
   await cp.connect();
   planes.push(cp);
@@ -113,7 +129,13 @@ describe("agent reporting", () => {
     const first = daemon(setup.config, setup.root);
     await until("report 1", () => cp.reports().length === 1);
     const online1 = await until("online", () => cp.of("status").find((s) => s.state === "online"));
-    expect(online1).toMatchObject({ v: 1, host: setup.host, version: expect.any(String), mode: "enforce" });
+    expect(online1).toMatchObject({
+      v: 1,
+      host: setup.host,
+      version: expect.any(String),
+      mode: "enforce",
+      labels: { role: "test" },
+    });
     expect(online1.lastRun).toMatchObject({ seq: 1 });
 
     await first.kill();
@@ -223,5 +245,74 @@ describe("agent reporting", () => {
     ]);
     await until("an empty outbox", () => outboxOf(setup.stateDir).length === 0);
     expect(cp.invalid).toEqual([]);
+  });
+
+  it("--once reports its run, waits for the ack and exits offline, its outbox empty", async () => {
+    const setup = agentSetup(MOSQUITTO);
+    const cp = await plane(MOSQUITTO, setup.host, { autoAck: true });
+    const code = await new Promise<number | null>((resolve) => {
+      const child = spawn(
+        process.execPath,
+        [CLI, "agent", "--once", "--config", setup.config, "--root", setup.root, "--log-format", "json"],
+        { stdio: "ignore" },
+      );
+      child.on("close", (c) => resolve(c));
+    });
+    expect(code).toBe(2);
+    expect(cp.reports().map((r) => r.seq)).toEqual([1]);
+    expect(outboxOf(setup.stateDir)).toEqual([]);
+    await until("offline", () => cp.of("status").some((s) => s.state === "offline"));
+    expect(cp.of("status").map((s) => s.state)).toEqual(["online", "offline"]);
+  });
+
+  it("connects over TLS with the CA file, client id and user name the host id, the password read from its file at each connect", async () => {
+    const dir = tempDir();
+    const certs = makeCertificates(dir);
+    const broker = new AedesBroker(await freePort());
+    broker.tls = { key: certs.key, cert: certs.cert };
+    const passwordFile = path.join(dir, "mqtt-password");
+    writeFileSync(passwordFile, "first-secret\n", { mode: 0o600 });
+    const setup = agentSetup(broker.url, `  ca: ${certs.ca}\n  passwordFile: ${passwordFile}`);
+    broker.passwords = { [setup.host]: "first-secret" };
+    await broker.start();
+    brokers.push(broker);
+    const ca = readFileSync(certs.ca);
+    const cp = await plane(broker.url, setup.host, { ca });
+    daemon(setup.config, setup.root);
+    await until("report 1 over TLS", () => cp.reports().length === 1);
+    expect(broker.connects[0]).toEqual({ clientId: setup.host, username: setup.host, password: "first-secret" });
+
+    // The password rotated: the next connect reads the new one, no restart needed.
+    writeFileSync(passwordFile, "second-secret\n");
+    broker.passwords = { [setup.host]: "second-secret" };
+    await broker.stop();
+    broker.admitAgents = false;
+    await broker.start();
+    await cp.reconnected();
+    broker.admitAgents = true;
+    const first = cp.of("status").find((s) => s.state === "online")?.session as number;
+    await until(
+      "online again",
+      () => cp.of("status").some((s) => s.state === "online" && (s.session as number) > first),
+      60_000,
+    );
+    expect(broker.connects.at(-1)).toEqual({ clientId: setup.host, username: setup.host, password: "second-secret" });
+  });
+
+  it("does not connect to a broker whose certificate its CA file does not vouch for", async () => {
+    const dir = tempDir();
+    const certs = makeCertificates(dir);
+    const other = makeCertificates(tempDir());
+    const broker = new AedesBroker(await freePort());
+    broker.tls = { key: certs.key, cert: certs.cert };
+    await broker.start();
+    brokers.push(broker);
+    const setup = agentSetup(broker.url, `  ca: ${other.ca}`);
+    const agent = daemon(setup.config, setup.root);
+    await until("a connection error", () =>
+      agent.lines.find((l) => l.msg === "broker connection error" && /certificate/i.test(String(l.error))),
+    );
+    expect(broker.connects).toEqual([]);
+    expect(agent.count("connected to the broker")).toBe(0);
   });
 });

@@ -3,11 +3,12 @@
  * broker that can be stopped and started again on the same port, and the control plane played
  * by a real MQTT.js client that validates every payload with protocol/schema.ts and acks.
  */
-import { type ChildProcess, spawn } from "node:child_process";
-import { existsSync, writeFileSync } from "node:fs";
+import { type ChildProcess, execFileSync, spawn } from "node:child_process";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import * as net from "node:net";
 import * as path from "node:path";
 import { createInterface } from "node:readline";
+import * as tls from "node:tls";
 import { Aedes } from "aedes";
 import Database from "better-sqlite3";
 import { connect, type MqttClient } from "mqtt";
@@ -19,7 +20,7 @@ import { fleet, makeRepo, profile, tempDir } from "./repo.js";
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Polls `check` until it returns something other than undefined/false; fails after `timeoutMs`. */
-export async function until<T>(what: string, check: () => T | undefined | false, timeoutMs = 20_000): Promise<T> {
+export async function until<T>(what: string, check: () => T | undefined | false, timeoutMs = 60_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const value = check();
@@ -37,6 +38,11 @@ export async function until<T>(what: string, check: () => T | undefined | false,
 export class AedesBroker {
   readonly port: number;
   admitAgents = true;
+  /** TLS key and certificate: the broker listens on mqtts. */
+  tls: { key: Buffer; cert: Buffer } | undefined;
+  /** Password each user must give (absent: any); every agent CONNECT is kept in `connects`. */
+  passwords: Record<string, string> | undefined;
+  readonly connects: Array<{ clientId: string; username: string | undefined; password: string | undefined }> = [];
   #broker: Aedes | undefined;
   #server: net.Server | undefined;
   readonly #sockets = new Set<net.Socket>();
@@ -46,18 +52,25 @@ export class AedesBroker {
   }
 
   get url(): string {
-    return `mqtt://127.0.0.1:${this.port}`;
+    return this.tls ? `mqtts://localhost:${this.port}` : `mqtt://127.0.0.1:${this.port}`;
   }
 
   async start(): Promise<void> {
     const broker = await Aedes.createBroker({
-      authenticate: (client, _username, _password, done) => done(null, this.admitAgents || client.id.startsWith("cp-")),
+      authenticate: (client, username, password, done) => {
+        if (client.id.startsWith("cp-")) return done(null, true);
+        const given = password?.toString("utf8");
+        this.connects.push({ clientId: client.id, username, password: given });
+        const ok = !this.passwords || (username !== undefined && this.passwords[username] === given);
+        done(null, this.admitAgents && ok);
+      },
     });
-    const server = net.createServer((socket) => {
+    const onSocket = (socket: net.Socket) => {
       this.#sockets.add(socket);
       socket.on("close", () => this.#sockets.delete(socket));
       broker.handle(socket);
-    });
+    };
+    const server = this.tls ? tls.createServer(this.tls, onSocket) : net.createServer(onSocket);
     await new Promise<void>((resolve, reject) => {
       server.once("error", reject);
       server.listen(this.port, "127.0.0.1", () => resolve());
@@ -75,6 +88,61 @@ export class AedesBroker {
     if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
     if (broker) await new Promise<void>((resolve) => broker.close(() => resolve()));
   }
+}
+
+/** A CA and a certificate for `localhost` it signed, made with openssl in `dir`. */
+export function makeCertificates(dir: string): { ca: string; key: Buffer; cert: Buffer } {
+  const run = (args: string[]) => execFileSync("openssl", args, { cwd: dir, stdio: "ignore" });
+  run([
+    "req",
+    "-x509",
+    "-newkey",
+    "rsa:2048",
+    "-nodes",
+    "-keyout",
+    "ca.key",
+    "-out",
+    "ca.pem",
+    "-days",
+    "2",
+    "-subj",
+    "/CN=test-ca",
+  ]);
+  run([
+    "req",
+    "-newkey",
+    "rsa:2048",
+    "-nodes",
+    "-keyout",
+    "server.key",
+    "-out",
+    "server.csr",
+    "-subj",
+    "/CN=localhost",
+  ]);
+  writeFileSync(path.join(dir, "ext.cnf"), "subjectAltName=DNS:localhost,IP:127.0.0.1\n");
+  run([
+    "x509",
+    "-req",
+    "-in",
+    "server.csr",
+    "-CA",
+    "ca.pem",
+    "-CAkey",
+    "ca.key",
+    "-CAcreateserial",
+    "-out",
+    "server.pem",
+    "-days",
+    "2",
+    "-extfile",
+    "ext.cnf",
+  ]);
+  return {
+    ca: path.join(dir, "ca.pem"),
+    key: readFileSync(path.join(dir, "server.key")),
+    cert: readFileSync(path.join(dir, "server.pem")),
+  };
 }
 
 export interface Received {
@@ -96,10 +164,13 @@ export class ControlPlane {
   #client: MqttClient | undefined;
   #url: string;
 
-  constructor(url: string, host: string, options: { autoAck?: boolean } = {}) {
+  readonly #ca: Buffer | undefined;
+
+  constructor(url: string, host: string, options: { autoAck?: boolean; ca?: Buffer } = {}) {
     this.#url = url;
     this.host = host;
     this.autoAck = options.autoAck ?? false;
+    this.#ca = options.ca;
   }
 
   async connect(url = this.#url): Promise<void> {
@@ -109,6 +180,7 @@ export class ControlPlane {
       clientId: `cp-${this.host}-${Math.random().toString(16).slice(2, 8)}`,
       reconnectPeriod: 300,
       clean: true,
+      ...(this.#ca ? { ca: this.#ca } : {}),
     });
     client.on("message", (topic, buffer, packet) => {
       const kind = topic.slice(hostTopic(this.host, "status").length - "status".length);
@@ -293,6 +365,7 @@ export function agentSetup(brokerUrl: string, extra = ""): AgentSetup {
         "kind: AgentConfig",
         `host: ${host}`,
         `stateDir: ${stateDir}`,
+        "labels: { role: test }",
         "source:",
         `  url: ${repo}`,
         "  interval: 1h",

@@ -9,7 +9,8 @@
  *   both carry it, so a late will of an old connection never marks a reconnected host lost.
  *   A clean stop publishes `offline`, then disconnects (no will).
  * - Reports are published in seq order, at most `maxInFlight` unacknowledged at a time; a report
- *   leaves the outbox only on the control plane's `ack {upTo}` (never on the broker's PUBACK).
+ *   leaves the outbox only on the control plane's `ack {upTo}` (never on the broker's PUBACK),
+ *   and only once it was sent on this connection.
  *   After a reconnect, or `ackTimeoutMs` without an ack, every unacknowledged report is sent again.
  * - Facts (retained) are published when their hash differs from the last published one, kept in
  *   state.db: a restart does not publish them again.
@@ -30,7 +31,7 @@ import {
   envelope,
   getReporting,
   loadSqlite,
-  OUTBOX_SCHEMA_VERSION,
+  outboxSize,
   pendingReports,
   REPORTING_KEYS,
   setReporting,
@@ -104,6 +105,25 @@ export class Reporter {
     this.#publishStatus("online");
     this.#publishFacts();
     this.#drain();
+  }
+
+  /**
+   * Waits (at most `timeoutMs`) until the outbox is empty: every report sent and acknowledged.
+   * True when it is. For `driftless agent --once`, which reports and exits.
+   */
+  async flush(timeoutMs: number): Promise<boolean> {
+    const { clock } = this.#deps;
+    const deadline = clock.monotonic() + timeoutMs;
+    for (;;) {
+      if (this.#connected && this.#inFlight.size === 0) {
+        const db = this.#openDb();
+        const empty = !db || outboxSize(db) === 0;
+        if (this.#inFlight.size === 0) this.#closeDb();
+        if (empty) return true;
+      }
+      if (clock.monotonic() >= deadline) return false;
+      await clock.sleep(100);
+    }
   }
 
   /** Clean stop: `offline` (retained), then the connection ends without its will. */
@@ -228,9 +248,19 @@ export class Reporter {
       });
       await offline;
     }
+    const connected = this.#connected;
     this.#client = undefined;
     this.#lose();
-    await new Promise<void>((resolve) => client.end(false, {}, () => resolve()));
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        client.end(true);
+        resolve();
+      }, OFFLINE_TIMEOUT_MS);
+      client.end(!connected, {}, () => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
     this.#deps.log.info("disconnected from the broker", {});
   }
 
@@ -263,18 +293,23 @@ export class Reporter {
     }, wait);
   }
 
+  /**
+   * Deletes the acknowledged reports: those up to `upTo` that were sent on this connection. An
+   * ack beyond them (a control plane that stored seqs of a state.db since lost) deletes nothing
+   * not yet sent.
+   */
   #onAck(upTo: number): void {
+    const sent = Math.min(upTo, this.#sentUpTo);
     const db = this.#openDb();
     if (db) {
       try {
-        ackReports(db, upTo);
+        ackReports(db, sent);
       } catch (error) {
         this.#deps.log.warn("cannot delete acknowledged reports", { error: (error as Error).message });
         return;
       }
     }
-    for (const seq of this.#inFlight.keys()) if (seq <= upTo) this.#inFlight.delete(seq);
-    if (upTo > this.#sentUpTo) this.#sentUpTo = upTo;
+    for (const seq of this.#inFlight.keys()) if (seq <= sent) this.#inFlight.delete(seq);
     clearTimeout(this.#ackTimer);
     this.#ackTimer = undefined;
     this.#drain();
@@ -384,7 +419,8 @@ export class Reporter {
       const Database = loadSqlite();
       const db = new Database(file, { fileMustExist: true });
       db.pragma("busy_timeout = 5000");
-      if ((db.pragma("user_version", { simple: true }) as number) < OUTBOX_SCHEMA_VERSION) {
+      // A database no run has migrated yet has no outbox (and nothing to send).
+      if (!db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'outbox'").get()) {
         db.close();
         return undefined;
       }
