@@ -8,6 +8,7 @@ import { writeReport } from "../host/child.js";
 import { HostFs } from "../host/fs.js";
 import { gitHttp } from "../host/http.js";
 import type { Logger } from "../log.js";
+import type { BrokerSettings } from "../report/settings.js";
 import { detectPackageManager } from "../resources/package/apt.js";
 import { createSystemdManager } from "../resources/service/systemd.js";
 import type { Io } from "./io.js";
@@ -75,12 +76,30 @@ export async function runOnce(options: OnceOptions, io: Io, log: Logger): Promis
     if (options.child) writeReport(report);
     else if (!report.configValid)
       io.err(`driftless agent: the configuration ${options.configFile} is invalid (see the log)`);
+    else if (report.broker) await reportOnce(report.broker, machineFs, io, log);
     for (const e of result?.errors ?? []) log.debug("run error", { error: describeError(e) });
     return report.exitCode;
   } finally {
     process.off("SIGTERM", onSignal);
     process.off("SIGINT", onSignal);
   }
+}
+
+/** How long `--once` waits for the control plane to acknowledge its reports before it exits anyway. */
+const ONCE_REPORT_TIMEOUT_MS = 30_000;
+
+/**
+ * `--once` with a broker: connect, publish the status, facts and the outbox, wait for the acks
+ * (what is not acknowledged stays in the outbox for the next run), say `offline`, disconnect.
+ */
+async function reportOnce(broker: BrokerSettings, fs: HostFs, io: Io, log: Logger): Promise<void> {
+  const { Reporter } = await import("../daemon/reporter.js");
+  const { VERSION } = await import("../main.js");
+  const reporter = new Reporter({ fs, clock: io.clock, log, version: VERSION, trigger: () => {} });
+  await reporter.configure(broker);
+  if (!(await reporter.flush(ONCE_REPORT_TIMEOUT_MS)))
+    log.warn("reports not acknowledged yet; they stay in the outbox for the next run", {});
+  await reporter.stop();
 }
 
 async function readStdin(): Promise<string> {

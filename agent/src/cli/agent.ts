@@ -5,6 +5,7 @@
 import * as path from "node:path";
 import { DEFAULT_CONFIG, ENV_OVERRIDES } from "../config/env.js";
 import type { RunReport } from "../daemon/agent.js";
+import type { Reporter } from "../daemon/reporter.js";
 import { Supervisor } from "../daemon/supervisor.js";
 import { spawnSelf } from "../host/child.js";
 import { HostFs } from "../host/fs.js";
@@ -17,12 +18,14 @@ export const AGENT_HELP = `Usage: driftless agent [--config FILE] [--once] [--ro
 Runs the agent: fetches the profile repository and converges this host at start, every
 interval (plus a random splay), on SIGHUP (which also reloads the configuration) and on
 commands from the control plane; in report mode it only records drift. Each run is a child
-process, so the agent between runs stays small.
+process, so the agent between runs stays small. With 'broker:' in the configuration it reports
+its status, runs and facts to the control plane over MQTT.
 
 Options:
   --config FILE       agent configuration (default ${DEFAULT_CONFIG})
-  --once              one run (fetch, converge, record), then exit with the exit codes of
-                      'driftless apply': 0 in sync, 2 changed, 1 could not start, 4 some failed
+  --once              one run (fetch, converge, record, report), then exit with the exit codes
+                      of 'driftless apply': 0 in sync, 2 changed, 1 could not start, 4 some
+                      failed; with a broker it waits up to 30 s for the reports' acks
   --root DIR          converge the tree mounted at DIR instead of /
   --log-level LEVEL   debug, info (default), warn, error
   --log-format FMT    json (default when not on a terminal) or text
@@ -99,10 +102,46 @@ async function supervise(configFile: string, args: string[], io: Io, log: Logger
     return 1;
   }
   const passOn = args.filter((a, i) => a !== "--once" && !(i > 0 && args[i - 1] === "--config") && a !== "--config");
+  // Reporting is loaded (MQTT.js, the SQLite addon) only once a run says the configuration has a broker.
+  let reporter: Reporter | undefined;
+  let reporting = Promise.resolve();
+  const onRunEnd = (report: RunReport | null) => {
+    reporting = reporting.then(async () => {
+      const broker = report?.broker;
+      if (broker && !reporter) {
+        const { Reporter } = await import("../daemon/reporter.js");
+        const { VERSION } = await import("../main.js");
+        reporter = new Reporter({
+          fs,
+          clock: io.clock,
+          log,
+          version: VERSION,
+          trigger: (kind) => supervisor.trigger(kind),
+        });
+      }
+      if (broker !== undefined) await reporter?.configure(broker);
+      reporter?.runEnded();
+      const m = process.memoryUsage();
+      const mb = (n: number) => Math.round((n / 1048576) * 10) / 10;
+      log.debug("daemon memory", {
+        rssMB: mb(m.rss),
+        heapMB: mb(m.heapTotal),
+        heapUsedMB: mb(m.heapUsed),
+        externalMB: mb(m.external),
+      });
+    });
+    // One failure (an addon that does not load) must not stop the reporting of later runs.
+    reporting = reporting.catch((error: unknown) => log.error("reporting failed", { error: (error as Error).message }));
+  };
   const supervisor = new Supervisor({
     readConfig: () => fs.readTextIfExists(configFile),
     clock: io.clock,
     log,
+    onRunEnd,
+    onStop: async () => {
+      await reporting;
+      await reporter?.stop();
+    },
     startRun: (request) =>
       spawnSelf<RunReport>(
         [

@@ -64,9 +64,17 @@ export const agentConfigSchema = z
     broker: z
       .strictObject({
         url: z.string().regex(/^mqtts?:\/\//, "must be an mqtt:// or mqtts:// URL"),
-        username: z.string().optional(),
-        passwordFile: filePath.optional(),
-        ca: filePath.optional(),
+        username: z.string().optional().describe("MQTT user name; default: the host id."),
+        passwordFile: filePath.optional().describe("File holding the MQTT password, read at each connect."),
+        ca: filePath.optional().describe("CA certificate(s) (PEM) the broker's TLS certificate must chain to."),
+        outboxLimit: z
+          .number()
+          .int()
+          .min(1)
+          .default(500)
+          .describe(
+            "Runs kept whole in the outbox while the control plane does not acknowledge them; older ones are folded into one summary.",
+          ),
       })
       .optional()
       .describe("Absent: no reporting."),

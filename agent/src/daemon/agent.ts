@@ -4,6 +4,7 @@
  * and say when the next one is due. A run that cannot start its cycle (a configuration that does
  * not load, a trusted-keys file missing) is recorded as such, with why.
  */
+import * as os from "node:os";
 import * as path from "node:path";
 import { parse as parseYaml } from "yaml";
 import { loadAgentConfig } from "../config/load.js";
@@ -11,9 +12,10 @@ import type { AgentConfig } from "../config/schema.js";
 import type { RunPorts } from "../engine/run.js";
 import { DriftlessError, ErrorList, errorMessage } from "../errors.js";
 import { type RunLock, waitLock } from "../host/lock.js";
+import { type BrokerSettings, brokerSettings } from "../report/settings.js";
 import { isGitUrl } from "../source/git.js";
 import { StateStore } from "../state/db.js";
-import { type CycleOptions, type CycleResult, recordFailedStart, runCycle } from "./cycle.js";
+import { type CycleOptions, type CycleResult, recordFailedStart, reportingOf, runCycle } from "./cycle.js";
 import { prepareCycle, type SourceDeps } from "./source.js";
 
 export interface AgentDeps extends SourceDeps {
@@ -47,6 +49,8 @@ export interface RunReport {
   nextInMs: number;
   failures: number;
   result?: string;
+  /** Where to report (the configuration's `broker:`), null for nowhere; absent when the configuration did not load. */
+  broker?: BrokerSettings | null;
 }
 
 const RETRY_BASE_MS = 10_000;
@@ -74,12 +78,17 @@ export async function agentRun(
     };
   }
   const random = deps.random ?? Math.random;
+  const broker = brokerSettings(config, os.hostname());
+  if (config.broker && !broker)
+    log.error("no reporting: the host id is not a valid MQTT client id (letters, digits, . _ -, at most 63)", {
+      host: config.host ?? os.hostname(),
+    });
   if (request.splayFirst && config.source.splay > 0) {
     // The first run waits a random part of the splay: the supervisor waits it out as a timer,
     // so a SIGHUP or a command meanwhile runs at once.
     const wait = Math.round(random() * config.source.splay);
     log.info("first run after the splay", { inS: Math.round(wait / 1000) });
-    return { report: { exitCode: 0, configValid: true, nextInMs: wait, failures: request.failures } };
+    return { report: { exitCode: 0, configValid: true, nextInMs: wait, failures: request.failures, broker } };
   }
 
   let lock: RunLock | undefined;
@@ -123,6 +132,7 @@ export async function agentRun(
       nextInMs: Math.round(nextInMs),
       failures,
       ...(result?.outcome ? { result: result.outcome.status } : {}),
+      broker,
     },
     ...(result ? { result } : {}),
   };
@@ -150,7 +160,8 @@ export async function runPrepared(
         ? error
         : new DriftlessError(errorMessage(error), { code: "ESTART", phase: "load", cause: error });
     deps.log.error("run could not start", { error: describeError(e) });
-    if (options.write && state) recordFailedStart(state, deps.ports.clock, config.mode, source, [e]);
+    if (options.write && state)
+      recordFailedStart(state, deps.ports.clock, config.mode, source, [e], "error", reportingOf(config));
     return { exitCode: 1, commit: null, source, errors: [e], notStarted: true };
   }
   return runCycle({ config, ports: deps.ports, state, ...prepared, log: deps.log }, options);
@@ -177,7 +188,7 @@ function recordInvalidConfig(deps: AgentDeps, error: unknown): void {
   let state: StateStore | undefined;
   try {
     state = StateStore.open(stateDir, { onWarning: (message) => deps.log.warn(message, { stateDir }) });
-    recordFailedStart(state, deps.ports.clock, "enforce", "config", errors);
+    recordFailedStart(state, deps.ports.clock, "enforce", "config", errors, "error", reportingOf(null));
   } catch (e) {
     deps.log.warn("cannot record the failed run", { stateDir, error: errorMessage(e) });
   } finally {

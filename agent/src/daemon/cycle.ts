@@ -25,7 +25,7 @@ import type { Facts } from "../facts/collect.js";
 import type { Clock } from "../host/clock.js";
 import type { Logger } from "../log.js";
 import type { GitCache, GitRemote } from "../source/git.js";
-import type { SourceState, StateStore } from "../state/db.js";
+import type { RunReporting, SourceState, StateStore } from "../state/db.js";
 
 export interface TrustCheck {
   /** Null when the commit may be used, else why not. */
@@ -256,6 +256,7 @@ function record(
         errors,
         ...(refused && outcome.exitCode !== 1 ? { result: "failed" } : {}),
       }),
+      reportingOf(deps.config, deps.facts, outcome),
     );
   }
   const counts = outcome.results.reduce<Record<string, number>>((acc, r) => {
@@ -276,7 +277,16 @@ function record(
 }
 
 function recordNoRun(deps: CycleDeps, source: string, errors: DriftlessError[], result = "error"): void {
-  if (deps.state) recordFailedStart(deps.state, deps.ports.clock, deps.config.mode, source, errors, result);
+  if (deps.state)
+    recordFailedStart(
+      deps.state,
+      deps.ports.clock,
+      deps.config.mode,
+      source,
+      errors,
+      result,
+      reportingOf(deps.config, deps.facts),
+    );
 }
 
 /**
@@ -290,20 +300,37 @@ export function recordFailedStart(
   source: string,
   errors: DriftlessError[],
   result = "error",
+  reporting?: RunReporting,
 ): void {
   const now = clock.now().toISOString();
-  state.recordRun({
-    id: randomUUID(),
-    startedAt: now,
-    endedAt: now,
-    source,
-    commit: null,
-    mode: mode === "report" ? "report" : "apply",
-    result,
-    changes: [],
-    errors: errors.map((e) => e.toJSON()),
-    summary: { resources: 0, changed: 0, failed: 0, skipped: 0, durationMs: 0 },
-  });
+  state.recordRun(
+    {
+      id: randomUUID(),
+      startedAt: now,
+      endedAt: now,
+      source,
+      commit: null,
+      mode: mode === "report" ? "report" : "apply",
+      result,
+      changes: [],
+      errors: errors.map((e) => e.toJSON()),
+      summary: { resources: 0, changed: 0, failed: 0, skipped: 0, durationMs: 0 },
+    },
+    reporting,
+  );
+}
+
+/**
+ * What a recorded run reports: with `broker:` in the configuration, its report goes to the
+ * outbox; a configuration that did not load (null) reports as the last one that did.
+ */
+export function reportingOf(config: AgentConfig | null, facts?: Facts, outcome?: RunOutcome): RunReporting {
+  return {
+    outboxLimit: config ? (config.broker ? config.broker.outboxLimit : null) : undefined,
+    ...(config ? { mode: config.mode, labels: config.labels } : {}),
+    ...(facts ? { facts } : {}),
+    ...(outcome ? { profiles: outcome.profiles, timings: outcome.timings } : {}),
+  };
 }
 
 function asError(error: unknown, code: string): DriftlessError {

@@ -27,6 +27,10 @@ export interface SupervisorDeps {
   log: Logger;
   /** How long a stopping run may take before it is killed. */
   graceMs?: number;
+  /** Told when each run has ended, with its report (the reporter publishes what it recorded). */
+  onRunEnd?(report: RunReport | null): void;
+  /** Called last when stopping (the reporter says `offline`). */
+  onStop?(): Promise<void>;
 }
 
 export class Supervisor {
@@ -74,6 +78,7 @@ export class Supervisor {
       await current.done;
       clearTimeout(kill);
     }
+    await this.#deps.onStop?.();
     this.#deps.log.info("agent stopped", {});
   }
 
@@ -108,6 +113,7 @@ export class Supervisor {
       this.#lastGoodConfig = configText;
     }
     this.#current = undefined;
+    this.#deps.onRunEnd?.(report);
     if (this.#stopping) return;
     this.#failures = report?.failures ?? this.#failures + 1;
     // A run that died without a report (killed, crashed) is retried after a minute.

@@ -5,12 +5,27 @@
  * fresh one created, so a host keeps converging.
  */
 import { createHash } from "node:crypto";
-import { createRequire } from "node:module";
 import * as path from "node:path";
 import type BetterSqlite3 from "better-sqlite3";
 import { DriftlessError } from "../errors.js";
 import { systemClock } from "../host/clock.js";
 import { HostFs } from "../host/fs.js";
+import {
+  appendReport,
+  getReporting,
+  loadSqlite,
+  OUTBOX_MIGRATION,
+  REPORTING_KEYS,
+  setReporting,
+} from "../report/outbox.js";
+import {
+  canonicalJson,
+  type ReportExtras,
+  runReportEntry,
+  sha256Hex,
+  statusLabels,
+  syncOf,
+} from "../report/payload.js";
 import type { FileRecord } from "../resources/file/read.js";
 
 export interface RunRecord {
@@ -53,7 +68,22 @@ const MIGRATIONS: string[] = [
      key TEXT PRIMARY KEY,
      value TEXT NOT NULL
    );`,
+  OUTBOX_MIGRATION,
 ];
+
+/** What a recorded run tells the control plane (report/outbox.ts): only with a broker configured. */
+export interface RunReporting extends ReportExtras {
+  /**
+   * `broker.outboxLimit` when the configuration has a broker; null when it has none (no report
+   * is written); undefined when the configuration did not load (as the last run that loaded it said).
+   */
+  outboxLimit: number | null | undefined;
+  /** The configuration's mode and labels, for the status; absent (configuration not loaded): as before. */
+  mode?: "enforce" | "report";
+  labels?: Record<string, string>;
+  /** The facts the run saw; published (retained) by the supervisor when their hash changes. */
+  facts?: Record<string, unknown>;
+}
 
 /** What the agent remembers of its Git source between runs. */
 export interface SourceState {
@@ -179,7 +209,7 @@ export class StateStore {
    * change's diff over MAX_STORED_DIFF_BYTES, or one that is not text, is stored as
    * `diffOmitted: { sha256, bytes }` instead.
    */
-  recordRun(run: RunRecord): void {
+  recordRun(run: RunRecord, reporting?: RunReporting): void {
     const insert = this.#db.prepare(
       `INSERT INTO runs (id, started_at, ended_at, source, git_commit, mode, result, changes, errors, summary)
        VALUES (@id, @startedAt, @endedAt, @source, @commit, @mode, @result, @changes, @errors, @summary)`,
@@ -195,7 +225,49 @@ export class StateStore {
         summary: JSON.stringify(run.summary),
       });
       prune.run(this.#keepRuns);
+      if (reporting) this.#report(run, reporting);
     })();
+  }
+
+  /**
+   * In the run's transaction: its report into the outbox, what the status says of it, and the
+   * facts with their hash. With no broker configured, only forgets that there was one.
+   */
+  #report(run: RunRecord, reporting: RunReporting): void {
+    const db = this.#db;
+    if (reporting.outboxLimit === null) {
+      setReporting(db, REPORTING_KEYS.outboxLimit, undefined);
+      return;
+    }
+    const known = getReporting(db, REPORTING_KEYS.outboxLimit);
+    const limit = reporting.outboxLimit ?? (known === undefined ? undefined : Number(known));
+    if (limit === undefined) return;
+    if (reporting.outboxLimit !== undefined) setReporting(db, REPORTING_KEYS.outboxLimit, String(limit));
+    const seq = appendReport(db, runReportEntry(run, reporting), limit);
+    const before = JSON.parse(getReporting(db, REPORTING_KEYS.status) ?? "{}") as Record<string, unknown>;
+    const mode = reporting.mode ?? before.mode;
+    const labels = reporting.labels ? statusLabels(reporting.labels) : before.labels;
+    setReporting(
+      db,
+      REPORTING_KEYS.status,
+      JSON.stringify({
+        commit: run.commit,
+        sync: syncOf(run.result),
+        ...(mode ? { mode } : {}),
+        lastRun: { runId: run.id, seq, result: run.result, endedAt: run.endedAt },
+        ...(labels ? { labels } : {}),
+      }),
+    );
+    if (reporting.facts) {
+      const text = canonicalJson(reporting.facts);
+      setReporting(db, REPORTING_KEYS.facts, text);
+      setReporting(db, REPORTING_KEYS.factsHash, sha256Hex(text));
+    }
+  }
+
+  /** The database itself, for the outbox functions (report/outbox.ts) and tests. */
+  get database(): BetterSqlite3.Database {
+    return this.#db;
   }
 
   lastRuns(limit: number): RunRecord[] {
@@ -290,10 +362,4 @@ function migrate(db: BetterSqlite3.Database): void {
       db.pragma(`user_version = ${i + 1}`);
     })();
   }
-}
-
-/** better-sqlite3 is a native addon: loaded with require, only when the state is needed. */
-function loadSqlite(): typeof BetterSqlite3 {
-  const require = createRequire(import.meta.url);
-  return require("better-sqlite3") as typeof BetterSqlite3;
 }
