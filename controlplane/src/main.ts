@@ -22,6 +22,8 @@ const HELP = `driftlessctl ${VERSION}: the Driftless control plane.
 Usage: driftlessctl <command> [options]
 
 Commands:
+  demo                the whole loop on this machine: a control plane, a Git repository made
+                      from profiles/, and agents converging sandbox trees (no root needed)
   serve               run the control plane: MQTT ingest, fleet store, HTTP API, dashboard
   hosts               the fleet's hosts: presence, sync, commit (over the HTTP API)
   host ID             one host: state, labels, last run, drift
@@ -58,6 +60,27 @@ Options:
   -h, --help                 show this help
 `;
 
+const DEMO_HELP = `Usage: driftlessctl demo [--dir DIR] [--hosts N] [--http HOST:PORT] [--mqtt HOST:PORT]
+                         [--interval DURATION] [--keep]
+
+Runs the whole loop on this machine, without root: a control plane (as serve: embedded MQTT
+broker, SQLite), a Git repository made from the example profiles/ and served over HTTP, a
+clone of it to edit and push from, and N agents ('driftless agent --root') converging sandbox
+trees (files only) and reporting. Prints the fleet table whenever it changes, how to push a
+commit the fleet picks up within seconds, and how to see drift. A push to the served repository
+sends the fleet a refresh, as a Git webhook would. Ctrl-C (or SIGTERM) stops everything.
+
+Options:
+  --dir DIR          the demo's directory: new or empty, or one a --keep run left (default: a
+                     new temp dir, removed at the end)
+  --hosts N          how many hosts (default 3, at most 50)
+  --http HOST:PORT   the HTTP API and dashboard (default 127.0.0.1:0, a free port)
+  --mqtt HOST:PORT   the embedded MQTT broker (default 127.0.0.1:0, a free port)
+  --interval D       how often each agent converges on its own (default 30s; 5m, 1h30m...)
+  --keep             keep the directory when the demo stops
+  -h, --help         show this help
+`;
+
 const HOSTS_ADD_HELP = `Usage: driftlessctl hosts add NAME [--data DIR] [--label KEY=VALUE]... [--json]
 
 Creates the MQTT credentials of host NAME (its agent's \`host\`) in DATA/fleet.db and prints the
@@ -84,6 +107,8 @@ export async function main(argv: string[], io: CtlIo): Promise<number> {
     switch (command) {
       case "serve":
         return await serveCommand(args, io, (await import("./http/start.js")).startHttp);
+      case "demo":
+        return await demoCommand(args, io);
       case "hosts":
         if (args[0] === "add") return await hostsAdd(args.slice(1), io);
         if (args[0] === "remove") return await hostsRemove(args.slice(1), io);
@@ -186,6 +211,50 @@ async function serveCommand(args: string[], io: CtlIo, createHttp?: HttpStarter)
   log.info("stopping", { signal });
   await running.close();
   return 0;
+}
+
+async function demoCommand(args: string[], io: CtlIo): Promise<number> {
+  const { values } = parse(args, {
+    dir: { type: "string" },
+    hosts: { type: "string" },
+    http: { type: "string" },
+    mqtt: { type: "string" },
+    interval: { type: "string" },
+    keep: { type: "boolean" },
+  });
+  if (values.help) {
+    io.out(DEMO_HELP);
+    return 0;
+  }
+  const hosts = values.hosts === undefined ? 3 : /^\d+$/.test(values.hosts) ? Number(values.hosts) : Number.NaN;
+  if (!(hosts >= 1 && hosts <= 50)) {
+    throw new FleetError(`--hosts ${values.hosts}: expected a whole number from 1 to 50`, { code: "EUSAGE" });
+  }
+  const { parseDuration } = await import("../../agent/src/config/duration.js");
+  if (values.interval !== undefined && !parseDuration(values.interval)) {
+    throw new FleetError(`--interval ${values.interval}: expected a duration such as 30s, 5m or 1h30m`, {
+      code: "EUSAGE",
+    });
+  }
+  const { runDemo } = await import("./demo/demo.js");
+  const { startHttp } = await import("./http/start.js");
+  return runDemo(
+    {
+      ...(values.dir !== undefined ? { dir: values.dir } : {}),
+      hosts,
+      http: hostPort(values.http ?? "127.0.0.1:0", "--http", "127.0.0.1"),
+      mqtt: hostPort(values.mqtt ?? "127.0.0.1:0", "--mqtt", "127.0.0.1"),
+      keep: values.keep ?? false,
+      ...(values.interval !== undefined ? { interval: values.interval } : {}),
+    },
+    {
+      out: io.out,
+      err: io.err,
+      stopSignal: io.stopSignal,
+      color: Boolean(process.stdout.isTTY) && !process.env.NO_COLOR,
+      createHttp: startHttp,
+    },
+  );
 }
 
 /** The fleet CLI verbs: a client of a running serve's HTTP API. */

@@ -7,8 +7,11 @@ import { spawnSync } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import * as path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
+import { loadAgentConfig } from "../../agent/src/config/load.js";
 import { toRunRecord } from "../../agent/src/engine/run.js";
+import { HostFs } from "../../agent/src/host/fs.js";
 import { ackReports, envelope, getReporting, pendingReports, REPORTING_KEYS } from "../../agent/src/report/outbox.js";
+import { brokerSettings } from "../../agent/src/report/settings.js";
 import { type RunRecord, type RunReporting, StateStore } from "../../agent/src/state/db.js";
 import { reportSchema, runReportSchema, statusSchema, summaryReportSchema } from "../../protocol/schema.js";
 import { MAX_PAYLOAD_BYTES } from "../../protocol/topics.js";
@@ -134,6 +137,7 @@ describe("the outbox", () => {
     const facts = { os: { arch: "amd64" }, hostname: "edge-1" };
     state.recordRun(toRunRecord(outcome, "apply", "c0ffee", { source: "git" }), {
       ...withBroker(),
+      labels: { role: "gateway", ["k".repeat(64)]: "too long a key for the protocol" },
       profiles: outcome.profiles,
       timings: outcome.timings,
       facts,
@@ -164,6 +168,15 @@ describe("the outbox", () => {
       sync: "in-sync",
       mode: "enforce",
       lastRun: { runId: outcome.id, seq: 1, result: "changed" },
+      labels: { role: "gateway" },
+    });
+    // A run whose configuration did not load keeps the mode and labels the status had.
+    state.recordRun(record(9, "error"), { outboxLimit: undefined });
+    expect(JSON.parse(getReporting(state.database, REPORTING_KEYS.status) ?? "{}")).toMatchObject({
+      sync: "failed",
+      mode: "enforce",
+      labels: { role: "gateway" },
+      lastRun: { runId: "run-9", seq: 2 },
     });
     expect(getReporting(state.database, REPORTING_KEYS.facts)).toBe('{"hostname":"edge-1","os":{"arch":"amd64"}}');
     expect(getReporting(state.database, REPORTING_KEYS.factsHash)).toMatch(/^[0-9a-f]{64}$/);
@@ -220,5 +233,41 @@ describe("driftless apply on a host with a broker", () => {
     });
     expect(result.status, result.stderr).toBe(2);
     expect(outboxOf(stateDir)).toEqual([{ seq: 1, kind: "run" }]);
+  });
+});
+
+describe("the broker settings a run hands to the supervisor", () => {
+  function load(text: string, env: Record<string, string> = {}) {
+    const dir = tempDir();
+    const file = path.join(dir, "agent.yaml");
+    writeFileSync(
+      file,
+      `apiVersion: driftless/v1\nkind: AgentConfig\nsource:\n  url: /srv/repo\n  splay: 30s\n${text}`,
+    );
+    const { loaded, errors } = loadAgentConfig(new HostFs("/"), file, env);
+    if (!loaded) throw new Error(errors.map((e) => e.toString()).join("; "));
+    return { config: loaded.config, dir };
+  }
+
+  it("defaults the user name to the host id and outboxLimit to 500, paths relative to the file, CA from the environment", () => {
+    const { config, dir } = load("host: edge-7\nbroker:\n  url: mqtts://cp:8883\n  passwordFile: mqtt-password\n", {
+      DRIFTLESS_BROKER_CA: "/etc/ca.pem",
+    });
+    expect(config.broker?.outboxLimit).toBe(500);
+    expect(brokerSettings(config, "machine-name")).toEqual({
+      url: "mqtts://cp:8883",
+      host: "edge-7",
+      username: "edge-7",
+      passwordFile: path.join(dir, "mqtt-password"),
+      ca: "/etc/ca.pem",
+      stateDir: "/var/lib/driftless",
+      splayMs: 30_000,
+    });
+  });
+
+  it("takes the hostname without host:, none without broker:, and none for a host id MQTT cannot carry", () => {
+    expect(brokerSettings(load("broker:\n  url: mqtt://cp\n").config, "gw-3")?.host).toBe("gw-3");
+    expect(brokerSettings(load("").config, "gw-3")).toBeNull();
+    expect(brokerSettings(load(`host: ${"h".repeat(64)}\nbroker:\n  url: mqtt://cp\n`).config, "gw-3")).toBeNull();
   });
 });

@@ -129,7 +129,13 @@ describe("agent reporting", () => {
     const first = daemon(setup.config, setup.root);
     await until("report 1", () => cp.reports().length === 1);
     const online1 = await until("online", () => cp.of("status").find((s) => s.state === "online"));
-    expect(online1).toMatchObject({ v: 1, host: setup.host, version: expect.any(String), mode: "enforce" });
+    expect(online1).toMatchObject({
+      v: 1,
+      host: setup.host,
+      version: expect.any(String),
+      mode: "enforce",
+      labels: { role: "test" },
+    });
     expect(online1.lastRun).toMatchObject({ seq: 1 });
 
     await first.kill();

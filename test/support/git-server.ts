@@ -14,7 +14,7 @@
  *
  * Server:
  * - `startGitServer({ auth? })`: `git http-backend` as CGI behind node:http on 127.0.0.1, on an
- *   ephemeral port. With `auth`, every request needs HTTP basic auth with those credentials
+ *   ephemeral port (the handler is the demo's, controlplane/src/demo/git-http.ts). With `auth`, every request needs HTTP basic auth with those credentials
  *   (401 otherwise).
  * - `server.url(name, credentials?)`: `http://127.0.0.1:PORT/NAME.git` (credentials go in the
  *   URL's user info, for `git clone`).
@@ -39,6 +39,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { Socket } from "node:net";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
+import { runGitHttpBackend, safePathInfo } from "../../controlplane/src/demo/git-http.js";
 
 // ---------------------------------------------------------------------------------------------
 // Types
@@ -173,8 +174,6 @@ function tempDir(prefix: string): string {
 // Running programs
 // ---------------------------------------------------------------------------------------------
 
-const HTTP_BACKEND = "/usr/lib/git-core/git-http-backend";
-
 /** git with no system or global configuration, a fixed identity, and no prompts. */
 export const GIT_ENV: Record<string, string> = {
   PATH: process.env.PATH ?? "/usr/local/bin:/usr/bin:/bin",
@@ -260,8 +259,8 @@ export async function startGitServer(options: GitServerOptions = {}): Promise<Gi
       reply(401, "authentication required\n", { "WWW-Authenticate": 'Basic realm="driftless-test"' });
       return;
     }
-    const pathInfo = decodeURIComponent(url.pathname);
-    if (pathInfo.split("/").includes("..")) {
+    const pathInfo = safePathInfo(url.pathname);
+    if (pathInfo === null) {
       req.resume();
       reply(400, "bad path\n");
       return;
@@ -278,86 +277,21 @@ export async function startGitServer(options: GitServerOptions = {}): Promise<Gi
     query: string,
     slow: number | null,
   ) => {
-    const env: Record<string, string> = {
-      PATH: GIT_ENV.PATH as string,
-      HOME: root,
-      GIT_CONFIG_NOSYSTEM: "1",
-      GIT_CONFIG_GLOBAL: "/dev/null",
-      GIT_PROJECT_ROOT: root,
-      GIT_HTTP_EXPORT_ALL: "1",
-      GATEWAY_INTERFACE: "CGI/1.1",
-      SERVER_PROTOCOL: `HTTP/${req.httpVersion}`,
-      REQUEST_METHOD: req.method ?? "GET",
-      PATH_INFO: pathInfo,
-      QUERY_STRING: query,
-      REMOTE_ADDR: req.socket.remoteAddress ?? "127.0.0.1",
-    };
-    const header = (name: string) => {
-      const value = req.headers[name];
-      return Array.isArray(value) ? value.join(", ") : value;
-    };
-    const contentType = header("content-type");
-    if (contentType) env.CONTENT_TYPE = contentType;
-    const contentLength = header("content-length");
-    if (contentLength) env.CONTENT_LENGTH = contentLength;
-    const encoding = header("content-encoding");
-    if (encoding) env.HTTP_CONTENT_ENCODING = encoding;
-    const protocol = header("git-protocol");
-    if (protocol) env.GIT_PROTOCOL = protocol;
-    if (options.auth) env.REMOTE_USER = options.auth.username;
-
-    const child = spawn(HTTP_BACKEND, [], { env, stdio: ["pipe", "pipe", "pipe"] });
-    children.add(child);
-    child.on("close", () => children.delete(child));
-    child.on("error", () => {
-      if (!res.headersSent) {
-        entry.status = 500;
-        res.writeHead(500).end();
-      }
-    });
-    child.stdin.on("error", () => {}); // the backend may exit before reading everything
-    req.pipe(child.stdin);
-    res.on("close", () => {
-      if (child.exitCode === null) child.kill("SIGKILL");
-    });
-    const stderr: Buffer[] = [];
-    child.stderr.on("data", (c: Buffer) => stderr.push(c));
-
-    let head = Buffer.alloc(0);
-    let body: Buffer[] | null = null; // once the CGI headers are parsed
-    const send = (chunk: Buffer) => {
-      entry.bytes += chunk.length;
-      res.write(chunk);
-    };
-    child.stdout.on("data", (chunk: Buffer) => {
-      if (body) {
-        if (slow === null) send(chunk);
-        else body.push(chunk);
-        return;
-      }
-      head = Buffer.concat([head, chunk]);
-      const parsed = parseCgiHead(head);
-      if (!parsed) return;
-      entry.status = parsed.status;
-      res.writeHead(parsed.status, parsed.headers);
-      body = [];
-      if (parsed.rest.length > 0) {
-        if (slow === null) send(parsed.rest);
-        else body.push(parsed.rest);
-      }
-    });
-    child.stdout.on("end", () => {
-      if (!body) {
-        if (!res.headersSent) {
-          entry.status = 502;
-          res.writeHead(502, { "Content-Type": "text/plain" });
-        }
-        res.end(`git http-backend gave no response\n${Buffer.concat(stderr).toString("utf8")}`);
-        return;
-      }
-      if (slow === null) res.end();
-      else drip(res, entry, Buffer.concat(body), slow);
-    });
+    runGitHttpBackend(
+      req,
+      res,
+      { projectRoot: root, pathInfo, query, ...(options.auth ? { remoteUser: options.auth.username } : {}) },
+      {
+        onStatus: (status) => {
+          entry.status = status;
+        },
+        onBytes: (count) => {
+          entry.bytes += count;
+        },
+        ...(slow === null ? {} : { holdBody: (response, body) => drip(response, entry, body, slow) }),
+      },
+      children,
+    );
   };
 
   const listen = (onPort: number) =>
@@ -422,35 +356,6 @@ function authorized(req: IncomingMessage, auth: Credentials): boolean {
   if (!m?.[1]) return false;
   const decoded = Buffer.from(m[1], "base64").toString("utf8");
   return decoded === `${auth.username}:${auth.password}`;
-}
-
-/** Splits a CGI response into status, headers and the start of the body; null until the blank line. */
-function parseCgiHead(
-  data: Buffer,
-): { status: number; headers: Record<string, string | string[]>; rest: Buffer } | null {
-  let end = data.indexOf("\r\n\r\n");
-  let sep = 4;
-  const lf = data.indexOf("\n\n");
-  if (lf !== -1 && (end === -1 || lf < end)) {
-    end = lf;
-    sep = 2;
-  }
-  if (end === -1) return null;
-  let status = 200;
-  const headers: Record<string, string | string[]> = {};
-  for (const line of data.subarray(0, end).toString("latin1").split(/\r?\n/)) {
-    const colon = line.indexOf(":");
-    if (colon === -1) continue;
-    const name = line.slice(0, colon).trim();
-    const value = line.slice(colon + 1).trim();
-    if (name.toLowerCase() === "status") {
-      status = Number.parseInt(value, 10) || 500;
-      continue;
-    }
-    const previous = headers[name];
-    headers[name] = previous === undefined ? value : [...(Array.isArray(previous) ? previous : [previous]), value];
-  }
-  return { status, headers, rest: data.subarray(end + sep) };
 }
 
 /** Sends `body` in small chunks spread over `ms`; stops when the client goes away. */

@@ -20,7 +20,7 @@ import { fleet, makeRepo, profile, tempDir } from "./repo.js";
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Polls `check` until it returns something other than undefined/false; fails after `timeoutMs`. */
-export async function until<T>(what: string, check: () => T | undefined | false, timeoutMs = 20_000): Promise<T> {
+export async function until<T>(what: string, check: () => T | undefined | false, timeoutMs = 60_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const value = check();
@@ -365,6 +365,7 @@ export function agentSetup(brokerUrl: string, extra = ""): AgentSetup {
         "kind: AgentConfig",
         `host: ${host}`,
         `stateDir: ${stateDir}`,
+        "labels: { role: test }",
         "source:",
         `  url: ${repo}`,
         "  interval: 1h",

@@ -18,12 +18,14 @@ export const AGENT_HELP = `Usage: driftless agent [--config FILE] [--once] [--ro
 Runs the agent: fetches the profile repository and converges this host at start, every
 interval (plus a random splay), on SIGHUP (which also reloads the configuration) and on
 commands from the control plane; in report mode it only records drift. Each run is a child
-process, so the agent between runs stays small.
+process, so the agent between runs stays small. With 'broker:' in the configuration it reports
+its status, runs and facts to the control plane over MQTT.
 
 Options:
   --config FILE       agent configuration (default ${DEFAULT_CONFIG})
-  --once              one run (fetch, converge, record), then exit with the exit codes of
-                      'driftless apply': 0 in sync, 2 changed, 1 could not start, 4 some failed
+  --once              one run (fetch, converge, record, report), then exit with the exit codes
+                      of 'driftless apply': 0 in sync, 2 changed, 1 could not start, 4 some
+                      failed; with a broker it waits up to 30 s for the reports' acks
   --root DIR          converge the tree mounted at DIR instead of /
   --log-level LEVEL   debug, info (default), warn, error
   --log-format FMT    json (default when not on a terminal) or text
@@ -128,6 +130,8 @@ async function supervise(configFile: string, args: string[], io: Io, log: Logger
         externalMB: mb(m.external),
       });
     });
+    // One failure (an addon that does not load) must not stop the reporting of later runs.
+    reporting = reporting.catch((error: unknown) => log.error("reporting failed", { error: (error as Error).message }));
   };
   const supervisor = new Supervisor({
     readConfig: () => fs.readTextIfExists(configFile),

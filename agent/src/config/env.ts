@@ -17,4 +17,5 @@ export const ENV_OVERRIDES: Record<string, string[]> = {
   DRIFTLESS_BROKER_URL: ["broker", "url"],
   DRIFTLESS_BROKER_USERNAME: ["broker", "username"],
   DRIFTLESS_BROKER_PASSWORD_FILE: ["broker", "passwordFile"],
+  DRIFTLESS_BROKER_CA: ["broker", "ca"],
 };

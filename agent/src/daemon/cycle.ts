@@ -327,8 +327,7 @@ export function recordFailedStart(
 export function reportingOf(config: AgentConfig | null, facts?: Facts, outcome?: RunOutcome): RunReporting {
   return {
     outboxLimit: config ? (config.broker ? config.broker.outboxLimit : null) : undefined,
-    mode: config?.mode ?? "enforce",
-    ...(config ? { labels: config.labels } : {}),
+    ...(config ? { mode: config.mode, labels: config.labels } : {}),
     ...(facts ? { facts } : {}),
     ...(outcome ? { profiles: outcome.profiles, timings: outcome.timings } : {}),
   };

@@ -31,7 +31,6 @@ import {
   envelope,
   getReporting,
   loadSqlite,
-  OUTBOX_SCHEMA_VERSION,
   outboxSize,
   pendingReports,
   REPORTING_KEYS,
@@ -420,7 +419,8 @@ export class Reporter {
       const Database = loadSqlite();
       const db = new Database(file, { fileMustExist: true });
       db.pragma("busy_timeout = 5000");
-      if ((db.pragma("user_version", { simple: true }) as number) < OUTBOX_SCHEMA_VERSION) {
+      // A database no run has migrated yet has no outbox (and nothing to send).
+      if (!db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'outbox'").get()) {
         db.close();
         return undefined;
       }

@@ -17,7 +17,7 @@ import type BetterSqlite3 from "better-sqlite3";
 /** Runs kept whole in the outbox by default (`broker.outboxLimit`). */
 export const DEFAULT_OUTBOX_LIMIT = 500;
 
-/** The outbox and reporting tables (migration 3 of state.db). */
+/** The outbox and reporting tables (a migration of state.db, `state/db.ts`). */
 export const OUTBOX_MIGRATION = `CREATE TABLE outbox (
      seq INTEGER PRIMARY KEY,
      kind TEXT NOT NULL,
@@ -31,9 +31,6 @@ export const OUTBOX_MIGRATION = `CREATE TABLE outbox (
      key TEXT PRIMARY KEY,
      value TEXT NOT NULL
    );`;
-
-/** The schema version (`PRAGMA user_version`) from which the outbox exists. */
-export const OUTBOX_SCHEMA_VERSION = 3;
 
 /** Keys of the `reporting` table. */
 export const REPORTING_KEYS = {

@@ -108,6 +108,11 @@ export function fitPayload(body: Record<string, unknown>, max: number): Record<s
   return body;
 }
 
+/** The labels the status can carry (protocol: keys up to 63 characters, values up to 200); longer ones are left out. */
+export function statusLabels(labels: Record<string, string>): Record<string, string> {
+  return Object.fromEntries(Object.entries(labels).filter(([k, v]) => k.length <= 63 && v.length <= 200));
+}
+
 /** JSON with object keys sorted: the same facts give the same text, and the same hash. */
 export function canonicalJson(value: unknown): string {
   return JSON.stringify(value, (_key, v: unknown) =>

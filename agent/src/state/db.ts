@@ -18,7 +18,14 @@ import {
   REPORTING_KEYS,
   setReporting,
 } from "../report/outbox.js";
-import { canonicalJson, type ReportExtras, runReportEntry, sha256Hex, syncOf } from "../report/payload.js";
+import {
+  canonicalJson,
+  type ReportExtras,
+  runReportEntry,
+  sha256Hex,
+  statusLabels,
+  syncOf,
+} from "../report/payload.js";
 import type { FileRecord } from "../resources/file/read.js";
 
 export interface RunRecord {
@@ -71,8 +78,8 @@ export interface RunReporting extends ReportExtras {
    * is written); undefined when the configuration did not load (as the last run that loaded it said).
    */
   outboxLimit: number | null | undefined;
-  mode: "enforce" | "report";
-  /** The configuration's labels, in the status (the fleet views filter on them). */
+  /** The configuration's mode and labels, for the status; absent (configuration not loaded): as before. */
+  mode?: "enforce" | "report";
   labels?: Record<string, string>;
   /** The facts the run saw; published (retained) by the supervisor when their hash changes. */
   facts?: Record<string, unknown>;
@@ -237,15 +244,18 @@ export class StateStore {
     if (limit === undefined) return;
     if (reporting.outboxLimit !== undefined) setReporting(db, REPORTING_KEYS.outboxLimit, String(limit));
     const seq = appendReport(db, runReportEntry(run, reporting), limit);
+    const before = JSON.parse(getReporting(db, REPORTING_KEYS.status) ?? "{}") as Record<string, unknown>;
+    const mode = reporting.mode ?? before.mode;
+    const labels = reporting.labels ? statusLabels(reporting.labels) : before.labels;
     setReporting(
       db,
       REPORTING_KEYS.status,
       JSON.stringify({
         commit: run.commit,
         sync: syncOf(run.result),
-        mode: reporting.mode,
-        ...(reporting.labels ? { labels: reporting.labels } : {}),
+        ...(mode ? { mode } : {}),
         lastRun: { runId: run.id, seq, result: run.result, endedAt: run.endedAt },
+        ...(labels ? { labels } : {}),
       }),
     );
     if (reporting.facts) {

@@ -267,22 +267,23 @@ async function hosts(c: Context, v: Record<string, unknown>): Promise<number> {
   else if (list.length === 0)
     c.io.out(qs ? "No hosts match." : `No hosts yet (driftlessctl hosts add NAME enrols one).`);
   else {
-    const s = c.style;
-    const now = c.io.now();
-    const rows = list.map((h) => [
-      h.id,
-      presenceCell(h.presence, s),
-      syncCell(h.sync, s),
-      shortCommit(h.commit),
-      age(h.lastSeen, now),
-      h.lastRun ? `${h.lastRun.result} ${age(h.lastRun.endedAt, now)}` : "-",
-      labelsText(h.labels),
-    ]);
-    for (const line of table(["HOST", "PRESENCE", "SYNC", "COMMIT", "LAST SEEN", "LAST RUN", "LABELS"], rows, s)) {
-      c.io.out(line);
-    }
+    for (const line of hostsTable(list, c.style, c.io.now())) c.io.out(line);
   }
   return list.some((h) => isBad(h.sync)) ? 2 : 0;
+}
+
+/** The lines of the hosts table (also printed by `driftlessctl demo`). */
+export function hostsTable(list: HostSummary[], s: Style, now: Date): string[] {
+  const rows = list.map((h) => [
+    h.id,
+    presenceCell(h.presence, s),
+    syncCell(h.sync, s),
+    shortCommit(h.commit),
+    age(h.lastSeen, now),
+    h.lastRun ? `${h.lastRun.result} ${age(h.lastRun.endedAt, now)}` : "-",
+    labelsText(h.labels),
+  ]);
+  return table(["HOST", "PRESENCE", "SYNC", "COMMIT", "LAST SEEN", "LAST RUN", "LABELS"], rows, s);
 }
 
 async function host(c: Context, id: string): Promise<number> {
