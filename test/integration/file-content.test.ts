@@ -10,6 +10,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import { HostFs } from "../../agent/src/host/fs.js";
 import { createTemplateRenderer, TEMPLATE_LIMITS } from "../../agent/src/profile/template.js";
 import { StateStore } from "../../agent/src/state/db.js";
+import { driftless, handOver } from "../support/cli.js";
 import { run } from "../support/ports.js";
 import { cleanupTemp, fleet, makeRepo, profile, tempDir } from "../support/repo.js";
 
@@ -104,6 +105,22 @@ describe("templates", () => {
     const result = renderer.render(Buffer.from(slow), "slow.liquid", {});
     expect(result).toMatchObject({ code: "ETEMPLATE", message: expect.stringMatching(/render limit exceeded/) });
     expect(renderer.render(Buffer.from("{{ x }}"), "fast.liquid", { x: 1 })).toBe("1");
+  });
+
+  it("renders dates the same whatever the host's locale", () => {
+    const repo = makeRepo({
+      "fleet.yaml": everyone,
+      "p.yaml": profile("p", "files:\n  - { path: /etc/when, template: when.liquid }\n"),
+      "when.liquid": '{{ "2024-03-05T12:00:00Z" | date: "%A %B" }}\n',
+    });
+    const root = tempDir();
+    handOver(repo, root);
+    const result = driftless(["plan", "--source", repo, "--root", root, "--host", "h", "--json"], {
+      env: { LC_ALL: "fr_FR.UTF-8", LANG: "fr_FR.UTF-8" },
+    });
+    expect(result.exitCode, result.stderr).toBe(2);
+    const report = JSON.parse(result.stdout) as { changes: Array<{ resource: string; diff?: string }> };
+    expect(report.changes.find((c) => c.resource === "file:/etc/when")?.diff).toMatch(/^\+Tuesday March$/m);
   });
 
   it("refuses a template over 1 MiB before reading it", async () => {

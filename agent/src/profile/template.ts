@@ -82,6 +82,9 @@ export async function createTemplateRenderer(
     lenientIf: true,
     ownPropertyOnly: true,
     cache: false,
+    // A fixed locale: a template renders the same on every host, whatever its system locale (and
+    // the engine does not load the system's locale data, ~30 ms of every run).
+    locale: "en-US",
     parseLimit: limits.parseChars,
     renderLimit: limits.renderMs,
     memoryLimit: limits.memoryUnits,
