@@ -180,7 +180,7 @@ export async function runDemo(options: DemoOptions, deps: DemoDeps): Promise<num
       `  echo edited >> ${path.join(dir, "hosts", first, "etc", "motd")}`,
       `  ${ctl} converge ${first}; sleep 2; ${ctl} drift ${first}`,
       style.bold("The fleet CLI for this demo:"),
-      `  ${ctl} hosts    (or: npx driftlessctl hosts --url ${apiUrl} --token-file ${tokenFile})`,
+      `  ${ctl} hosts    (or: driftlessctl hosts --url ${apiUrl} --token-file ${tokenFile})`,
       "",
       "Ctrl-C stops everything.",
       "",
