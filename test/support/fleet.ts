@@ -9,7 +9,8 @@ import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
 import * as net from "node:net";
 import * as path from "node:path";
-import { freePort } from "./ports.js";
+import { waitFor } from "./mqtt.js";
+import { acceptsConnections, freePort } from "./ports.js";
 import { tempDir } from "./repo.js";
 
 export const CTL = path.resolve("bin/driftlessctl.js");
@@ -17,26 +18,12 @@ export const CTL = path.resolve("bin/driftlessctl.js");
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Polls `check` (sync or async) until it returns something other than undefined/false. */
-export async function eventually<T>(
+export function eventually<T>(
   what: string | (() => string),
   check: () => Promise<T | undefined | false> | T | undefined | false,
   timeoutMs = 30_000,
 ): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const value = await check();
-      if (value !== undefined && value !== false) return value as T;
-    } catch (error) {
-      last = error;
-    }
-    if (Date.now() > deadline) {
-      const name = typeof what === "string" ? what : what();
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${name}${last ? `: ${String(last)}` : ""}`);
-    }
-    await sleep(50);
-  }
+  return waitFor(what, check, timeoutMs);
 }
 
 export function ctl(args: string[], env: Record<string, string> = {}) {
@@ -340,7 +327,7 @@ export class RestartableMosquitto {
       () => `mosquitto on ${this.port}: ${this.#stderr}`,
       async () => {
         if (child.exitCode !== null) throw new Error(`mosquitto exited: ${this.#stderr}`);
-        return accepts(this.port);
+        return acceptsConnections(this.port);
       },
       10_000,
     );
@@ -355,15 +342,4 @@ export class RestartableMosquitto {
     child.kill("SIGTERM");
     await exited;
   }
-}
-
-function accepts(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = net.connect(port, "127.0.0.1");
-    socket.once("connect", () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once("error", () => resolve(false));
-  });
 }

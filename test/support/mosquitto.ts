@@ -4,10 +4,9 @@
  */
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import * as net from "node:net";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
-import { freePort } from "./ports.js";
+import { acceptsConnections, freePort } from "./ports.js";
 
 export const MOSQUITTO = "/usr/sbin/mosquitto";
 export const haveMosquitto = existsSync(MOSQUITTO) && existsSync("/usr/bin/mosquitto_passwd");
@@ -57,7 +56,7 @@ export async function startMosquitto(options: {
   });
   const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
   const deadline = Date.now() + 10_000;
-  while (!(await accepts(port))) {
+  while (!(await acceptsConnections(port))) {
     if (child.exitCode !== null || Date.now() > deadline) {
       child.kill("SIGKILL");
       throw new Error(`mosquitto did not start: ${stderr}`);
@@ -73,15 +72,4 @@ export async function startMosquitto(options: {
       rmSync(dir, { recursive: true, force: true });
     },
   };
-}
-
-function accepts(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = net.connect(port, "127.0.0.1");
-    socket.once("connect", () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once("error", () => resolve(false));
-  });
 }

@@ -1,4 +1,6 @@
 /** Real ports for in-process runs: the machine's filesystem rooted at a temp dir, real commands, real clock. */
+
+import * as net from "node:net";
 import type { RunOptions, RunPorts } from "../../agent/src/engine/run.js";
 import { converge } from "../../agent/src/engine/run.js";
 import { systemClock } from "../../agent/src/host/clock.js";
@@ -45,5 +47,17 @@ export async function freePort(): Promise<number> {
       const port = typeof address === "object" && address ? address.port : 0;
       server.close(() => resolve(port));
     });
+  });
+}
+
+/** True when something accepts TCP connections on 127.0.0.1:`port`. */
+export function acceptsConnections(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = net.connect(port, "127.0.0.1");
+    socket.once("connect", () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once("error", () => resolve(false));
   });
 }
