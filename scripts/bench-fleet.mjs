@@ -12,12 +12,12 @@
 // bounded.
 import { spawn } from "node:child_process";
 import { createHmac, randomUUID } from "node:crypto";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
 import { createInterface } from "node:readline";
-import { build } from "esbuild";
+import { bundleForBench } from "./bench-bundle.mjs";
 
 const parts = process.argv.slice(2).length > 0 ? process.argv.slice(2) : ["ingest", "push"];
 const WORKERS = Number(process.env.BENCH_WORKERS ?? 3);
@@ -31,28 +31,11 @@ const AGENT = path.resolve("bin/driftless.js");
 const PASSWORD = "bench-password-0123456789abcdef";
 
 // The control plane's store and password hashing, and the test Git server, bundled for this script.
-const work = path.resolve("node_modules/.cache/driftless-bench-fleet");
-mkdirSync(work, { recursive: true });
-const entry = path.join(work, "entry.ts");
-writeFileSync(
-  entry,
-  `export { SqliteFleetStore } from ${JSON.stringify(path.resolve("controlplane/src/store/sqlite.ts"))};
-   export { hashPassword } from ${JSON.stringify(path.resolve("controlplane/src/auth/password.ts"))};
-   export { startGitServer, createRepo, cleanup } from ${JSON.stringify(path.resolve("test/support/git-server.ts"))};`,
-);
-await build({
-  entryPoints: [entry],
-  outfile: path.join(work, "bench.mjs"),
-  bundle: true,
-  platform: "node",
-  format: "esm",
-  external: ["better-sqlite3"],
-  logLevel: "warning",
-  banner: { js: "import { createRequire as __r } from 'node:module'; const require = __r(import.meta.url);" },
+const { SqliteFleetStore, hashPassword, startGitServer, createRepo, cleanup } = await bundleForBench("fleet", {
+  "controlplane/src/store/sqlite.ts": ["SqliteFleetStore"],
+  "controlplane/src/auth/password.ts": ["hashPassword"],
+  "test/support/git-server.ts": ["startGitServer", "createRepo", "cleanup"],
 });
-const { SqliteFleetStore, hashPassword, startGitServer, createRepo, cleanup } = await import(
-  path.join(work, "bench.mjs")
-);
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 const temp = mkdtempSync(path.join(os.tmpdir(), "driftless-bench-fleet-"));

@@ -2,37 +2,22 @@
 // served by `git http-backend`; the agent's first clone and its fetch of one new small commit,
 // side by side with `git clone` and `git fetch` of the git CLI against the same server.
 import { execFile, execFileSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
-import { build } from "esbuild";
+import { bundleForBench } from "./bench-bundle.mjs";
 
 const FILES = Number(process.env.BENCH_FILES ?? 10_000);
 const COMMITS = Number(process.env.BENCH_COMMITS ?? 1_000);
 const ROUNDS = 7;
 
 // The agent's own Git code and the test server, bundled for this script.
-// Bundled under node_modules/.cache so that packages resolve from the project.
-const work = path.resolve("node_modules/.cache/driftless-bench-git");
-mkdirSync(work, { recursive: true });
-const entry = path.join(work, "entry.ts");
-writeFileSync(
-  entry,
-  `export { GitCache } from ${JSON.stringify(path.resolve("agent/src/source/git.ts"))};
-   export { HostFs } from ${JSON.stringify(path.resolve("agent/src/host/fs.ts"))};
-   export { gitHttp } from ${JSON.stringify(path.resolve("agent/src/host/http.ts"))};
-   export { startGitServer, createRepo, cleanup } from ${JSON.stringify(path.resolve("test/support/git-server.ts"))};`,
-);
-await build({
-  entryPoints: [entry],
-  outfile: path.join(work, "bench.mjs"),
-  bundle: true,
-  platform: "node",
-  format: "esm",
-  logLevel: "warning",
-  banner: { js: "import { createRequire as __r } from 'node:module'; const require = __r(import.meta.url);" },
+const { GitCache, HostFs, gitHttp, startGitServer, createRepo, cleanup } = await bundleForBench("git", {
+  "agent/src/source/git.ts": ["GitCache"],
+  "agent/src/host/fs.ts": ["HostFs"],
+  "agent/src/host/http.ts": ["gitHttp"],
+  "test/support/git-server.ts": ["startGitServer", "createRepo", "cleanup"],
 });
-const { GitCache, HostFs, gitHttp, startGitServer, createRepo, cleanup } = await import(path.join(work, "bench.mjs"));
 
 const server = await startGitServer();
 const repo = await createRepo(server, "fleet");
@@ -124,5 +109,5 @@ console.log(
 );
 
 await cleanup();
-for (const dir of [work, agentState, cliDir]) rmSync(dir, { recursive: true, force: true });
+for (const dir of [agentState, cliDir]) rmSync(dir, { recursive: true, force: true });
 process.exit(0);
