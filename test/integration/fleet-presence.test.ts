@@ -1,9 +1,3 @@
-// Presence of a real agent daemon as the control plane shows it, when its network is cut: the
-// agent reaches the broker through a TCP proxy the test cuts (both ends closed, as a failed link
-// the broker notices), so the broker publishes its will. The control plane runs in this process
-// (startServe: the real broker, ingest and SQLite store) so that the test reads its store and
-// counters; the agent is the built daemon.
-import { writeFileSync } from "node:fs";
 import * as path from "node:path";
 import type { MqttClient } from "mqtt";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
@@ -131,13 +125,7 @@ describe("presence of a real agent daemon", () => {
     async () => {
       const host = "presence-2";
       const password = "another-long-password-for-this-test";
-      const mosquitto = new RestartableMosquitto();
-      mosquitto.user("driftlessctl", "cp-password");
-      mosquitto.user(host, password);
-      await mosquitto.start();
-      cleanups.push(() => mosquitto.stop());
-      const passwordFile = path.join(tempDir("driftless-cp-"), "mqtt-password");
-      writeFileSync(passwordFile, "cp-password\n");
+      const { mosquitto, passwordFile } = await RestartableMosquitto.forFleet(host, password, cleanups);
       const running = await serveInProcess({ broker: { url: mosquitto.url, passwordFile } });
       const proxy = await proxyTo(mosquitto.port);
       const setup = fleetAgent({ host, password, brokerUrl: `mqtt://127.0.0.1:${proxy.port}`, source: source() });

@@ -1,10 +1,3 @@
-// The real agent daemon against the real control plane: `driftless agent` (a directory source,
-// files only, under --root) reporting to `driftlessctl serve`, with its embedded broker or through
-// a real Mosquitto with the shipped ACL. Brokers, control planes and agents are stopped, killed and
-// started again; what the control plane stored is read from its HTTP API. Runs are started with
-// SIGHUP; every wait polls a condition with a deadline.
-import { writeFileSync } from "node:fs";
-import * as path from "node:path";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
 import {
   addHost,
@@ -15,7 +8,7 @@ import {
   ServeProcess,
 } from "../support/fleet.js";
 import { haveMosquitto } from "../support/mosquitto.js";
-import { cleanupTemp, fleet, makeRepo, profile, tempDir } from "../support/repo.js";
+import { cleanupTemp, fleet, makeRepo, profile } from "../support/repo.js";
 import { AgentDaemon, outboxOf } from "../support/reporting.js";
 
 type Kind = "embedded" | "mosquitto";
@@ -53,13 +46,7 @@ async function startFleet(kind: Kind, host: string): Promise<Fleet> {
       agent: (name) => fleetAgent({ host: name, password: hostPassword, brokerUrl: serve.mqttUrl, source }),
     };
   }
-  const mosquitto = new RestartableMosquitto();
-  mosquitto.user("driftlessctl", "cp-password");
-  mosquitto.user(host, password);
-  await mosquitto.start();
-  cleanups.push(() => mosquitto.stop());
-  const passwordFile = path.join(tempDir("driftless-cp-"), "mqtt-password");
-  writeFileSync(passwordFile, "cp-password\n");
+  const { mosquitto, passwordFile } = await RestartableMosquitto.forFleet(host, password, cleanups);
   const serve = await ServeProcess.create({
     broker: { url: mosquitto.url, username: "driftlessctl", passwordFile },
   });

@@ -289,6 +289,25 @@ export class RestartableMosquitto {
     return `mqtt://127.0.0.1:${this.port}`;
   }
 
+  /**
+   * A started Mosquitto that knows the control plane (user `driftlessctl`, its password in the
+   * returned `passwordFile`) and one host; stopped by the caller's cleanups.
+   */
+  static async forFleet(
+    host: string,
+    password: string,
+    cleanups: Array<() => Promise<void>>,
+  ): Promise<{ mosquitto: RestartableMosquitto; passwordFile: string }> {
+    const mosquitto = new RestartableMosquitto();
+    mosquitto.user("driftlessctl", "cp-password");
+    mosquitto.user(host, password);
+    await mosquitto.start();
+    cleanups.push(() => mosquitto.stop());
+    const passwordFile = path.join(tempDir("driftless-cp-"), "mqtt-password");
+    writeFileSync(passwordFile, "cp-password\n");
+    return { mosquitto, passwordFile };
+  }
+
   /** Adds (or sets) a user's password; takes effect at the next start. */
   user(name: string, password: string): void {
     const file = path.join(this.dir, "passwd");
