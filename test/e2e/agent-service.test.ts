@@ -3,7 +3,7 @@
  * as systemd runs it (driftless.service), following a Git repository served over smart HTTP by
  * `git http-backend` on this machine's loopback, which the host shares. No mocks: real systemd,
  * journald, Git over HTTP, the built CLI at /opt/driftless (a copy of the checkout's build, see
- * snapshotAgent()) run by this machine's Node at /usr/bin/node.
+ * agentBuild() in test/harness/agent.ts) run by this machine's Node at /usr/bin/node.
  *
  * One host for the file; the tests run in order, each building on what the previous one left
  * (installed, converging every 2 s, a commit pushed, ...). What the service did is read back from
@@ -11,12 +11,12 @@
  * and `journalctl -u driftless` inside the host. A test that fails still leaves the host in the
  * state the next tests expect.
  */
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parse as parseYaml, stringify as stringifyYaml } from "yaml";
-import { agentBinds, type Bind, bootHost, PROJECT_DIR, type TestHost } from "../harness/host.js";
+import { type AgentBuild, agentBuild } from "../harness/agent.js";
+import { bootHost, type TestHost } from "../harness/host.js";
 import { sleep } from "../harness/process.js";
 import { hostSupport } from "../harness/skip.js";
 import { cleanup, createRepo, type GitServer, startGitServer, type WorkRepo } from "../support/git-server.js";
@@ -108,61 +108,13 @@ async function until<T>(
   }
 }
 
-/**
- * The agent the host runs: a copy of the checkout's build (bin/, dist/, package.json) with its
- * node_modules bound in, seen at /opt/driftless as `agentBinds()` lays it out. A copy, because
- * the service runs for the whole file and starts a process per run: a `node scripts/build.mjs`
- * in the checkout meanwhile (another test run) empties dist/ for a moment, and a run started
- * then dies with ERR_MODULE_NOT_FOUND.
- */
-async function snapshotAgent(): Promise<{ dir: string; binds: Bind[] }> {
-  const dir = mkdtempSync(path.join(tmpdir(), "driftless-agent-build-"));
-  for (let attempt = 1; ; attempt++) {
-    try {
-      for (const entry of ["bin", "dist", "package.json"]) {
-        rmSync(path.join(dir, entry), { recursive: true, force: true });
-        cpSync(path.join(PROJECT_DIR, entry), path.join(dir, entry), { recursive: true });
-      }
-      const missing = missingImports(path.join(dir, "dist"));
-      if (missing.length === 0) break;
-      throw new Error(`the copied build imports missing files: ${missing.join(", ")}`);
-    } catch (error) {
-      if (attempt >= 5) throw error;
-      await sleep(1_000); // a build under way in the checkout
-    }
-  }
-  mkdirSync(path.join(dir, "node_modules"));
-  return {
-    dir,
-    binds: [
-      ...agentBinds(dir),
-      { source: path.join(PROJECT_DIR, "node_modules"), target: "/opt/driftless/node_modules" },
-    ],
-  };
-}
-
-/** Relative imports of the bundle's modules that name no file (a copy taken mid-build). */
-function missingImports(distDir: string): string[] {
-  const missing: string[] = [];
-  const modules = readdirSync(distDir, { recursive: true, encoding: "utf8" }).filter((f) => f.endsWith(".mjs"));
-  if (!modules.includes("driftless.mjs")) return ["driftless.mjs"];
-  for (const rel of modules) {
-    const text = readFileSync(path.join(distDir, rel), "utf8");
-    for (const m of text.matchAll(/(?:from\s*|import\()"(\.\.?\/[^"]+)"/g)) {
-      const target = path.join(distDir, path.dirname(rel), m[1] ?? "");
-      if (!existsSync(target)) missing.push(path.relative(distDir, target));
-    }
-  }
-  return missing;
-}
-
 // ---------------------------------------------------------------------------------------------
 
 describe.skipIf(!support.can)("driftless.service in a booted Debian host, following Git", () => {
   let host: TestHost;
   let server: GitServer;
   let repo: WorkRepo;
-  let agentDir: string | undefined;
+  let agent: AgentBuild | undefined;
   /** What the service recorded and logged while it was being stopped mid-fetch. */
   let stopWindow: { runs: RunJson[]; logs: LogLine[] } | undefined;
   /** The commits pushed so far, oldest first. */
@@ -179,15 +131,14 @@ describe.skipIf(!support.can)("driftless.service in a booted Debian host, follow
     });
     commits.push(await repo.commit("first release"));
     await repo.push();
-    const agent = await snapshotAgent();
-    agentDir = agent.dir;
+    agent = await agentBuild();
     host = await bootHost({ name: `dl-svc-${server.port}`, binds: agent.binds });
   });
 
   afterAll(async () => {
     await host?.stop();
     await cleanup();
-    if (agentDir) rmSync(agentDir, { recursive: true, force: true });
+    agent?.dispose();
   });
 
   const onHost = (rel: string) => path.join(host.rootDir, rel);

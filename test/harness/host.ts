@@ -57,7 +57,7 @@ export interface ExecOptions {
 
 export interface TestHost {
   readonly name: string;
-  /** Pid (on this machine) of the host's systemd. */
+  /** Pid (on this machine) of the host's systemd (a new one after `reboot()`). */
   readonly pid: number;
   /** The host's `/` as a path on this machine; valid until `stop()`. */
   readonly rootDir: string;
@@ -69,6 +69,12 @@ export interface TestHost {
   execChecked(file: string, args?: readonly string[], options?: ExecOptions): Promise<ExecResult>;
   /** Waits until `systemctl is-system-running` says running or degraded; returns which. */
   waitRunning(timeoutMs?: number): Promise<string>;
+  /**
+   * `systemctl reboot` inside the host, then boots it again on the same root (its files, its
+   * enabled units, its machine id kept), and waits until systemd is up as `bootHost()` does.
+   * `pid` is the new systemd's afterwards; `rootDir` stays.
+   */
+  reboot(timeoutMs?: number): Promise<void>;
   /** Powers the host off (killing it if it does not stop in time) and removes its folder. Idempotent. */
   stop(): Promise<void>;
 }
@@ -121,7 +127,119 @@ export async function bootHost(options: BootOptions = {}): Promise<TestHost> {
   const extraArgs = [...(options.binds ?? []).map(bindArg), ...(options.nspawnArgs ?? [])];
   const slot = await mountRoot(name, options.rootfs);
   const consoleLog = path.join(slot.dir, "console.log");
+  const bootTimeoutMs = options.bootTimeoutMs ?? 90_000;
 
+  /** The container now running on the slot's root (a new one after each reboot). */
+  let current: Container | undefined;
+
+  const exec = (file: string, execArgs: readonly string[] = [], execOptions: ExecOptions = {}) => {
+    const container = current;
+    if (!container || container.exited()) return Promise.reject(new Error(`host ${name} is not running`));
+    return run("nsenter", ["-t", String(container.initPid), "-a", "--", file, ...execArgs], {
+      ...(execOptions.input !== undefined ? { input: execOptions.input } : {}),
+      env: { PATH: HOST_PATH, HOME: "/root", LANG: "C.UTF-8", ...execOptions.env },
+      timeoutMs: execOptions.timeoutMs ?? 5 * 60_000,
+    });
+  };
+
+  const waitRunning = async (timeoutMs = 90_000) => {
+    const deadline = Date.now() + timeoutMs;
+    let last = "";
+    while (Date.now() < deadline && current && !current.exited()) {
+      const result = await exec("systemctl", ["is-system-running", "--wait"], {
+        timeoutMs: Math.max(1000, deadline - Date.now()),
+      }).catch((error: Error) => ({ exitCode: -1, stdout: "", stderr: error.message }));
+      last = (result.stdout.trim() || result.stderr.trim()).split("\n").pop() ?? "";
+      if (last === "running" || last === "degraded") return last;
+      // "offline" and bus errors: systemd is not answering yet, early in boot.
+      await sleep(100);
+    }
+    throw new Error(`host ${name} did not finish booting (last state: ${last || "none"})`);
+  };
+
+  /** Starts systemd-nspawn on the slot's root and waits until its systemd is up. */
+  const boot = async (): Promise<void> => {
+    const container = await startContainer(name, slot, consoleLog, extraArgs);
+    current = container;
+    const initPid = await findInit(container.nspawnPid, container.exited, 30_000);
+    if (initPid === null) return bootFailure("systemd-nspawn exited or its systemd did not appear");
+    container.initPid = initPid;
+    slot.initPid = initPid;
+    await writeFile(path.join(slot.dir, "pids"), `${container.nspawnPid} ${initPid}\n`);
+    try {
+      await waitRunning(bootTimeoutMs);
+    } catch (error) {
+      return bootFailure((error as Error).message);
+    }
+  };
+
+  const bootFailure = async (reason: string): Promise<never> => {
+    const log = await readFile(consoleLog, "utf8").catch(() => "");
+    await stop();
+    throw new Error(`host ${name}: ${reason}\n--- console (last lines) ---\n${tail(log, 30)}`);
+  };
+
+  let stopping: Promise<void> | undefined;
+  const stop = () => {
+    stopping ??= stopSlot(slot, current).finally(() => stoppers.delete(stop));
+    return stopping;
+  };
+  stoppers.add(stop);
+
+  const host: TestHost = {
+    name,
+    get pid() {
+      return current?.initPid ?? 0;
+    },
+    rootDir: slot.rootDir,
+    consoleLog,
+    exec,
+    async execChecked(file, execArgs = [], execOptions = {}) {
+      const result = await exec(file, execArgs, execOptions);
+      if (result.exitCode !== 0) {
+        throw new Error(
+          `${name}: ${file} ${execArgs.join(" ")} exited ${result.exitCode}\n${tail(result.stdout + result.stderr, 40)}`,
+        );
+      }
+      return result;
+    },
+    waitRunning,
+    async reboot(timeoutMs = 60_000) {
+      const container = current;
+      if (stopping || !container || container.exited()) throw new Error(`host ${name} is not running`);
+      // The connection to the host goes down with it: the exit code of this call says nothing.
+      await exec("systemctl", ["reboot"], { timeoutMs }).catch(() => undefined);
+      if (!(await container.within(timeoutMs))) throw new Error(`host ${name} did not shut down for the reboot`);
+      // systemd-nspawn -b ends with 133 when its container asks for a reboot (systemd-nspawn(1)).
+      if (container.exitCode() !== 133) {
+        const log = await readFile(consoleLog, "utf8").catch(() => "");
+        throw new Error(
+          `host ${name}: systemd-nspawn ended with ${container.exitCode()}, not 133 (reboot)\n${tail(log, 30)}`,
+        );
+      }
+      if (stopping) throw new Error(`host ${name} was stopped during its reboot`);
+      await boot();
+    },
+    stop,
+  };
+
+  await boot();
+  return host;
+}
+
+/** One run of systemd-nspawn on a slot's root: from boot to poweroff or reboot. */
+interface Container {
+  nspawnPid: number;
+  /** Its systemd, once found. */
+  initPid?: number;
+  exited(): boolean;
+  /** systemd-nspawn's exit code once it has exited (null while running or when killed by a signal). */
+  exitCode(): number | null;
+  /** Resolves true once systemd-nspawn has exited, false when `ms` pass first. */
+  within(ms: number): Promise<boolean>;
+}
+
+async function startContainer(name: string, slot: Slot, consoleLog: string, extraArgs: string[]): Promise<Container> {
   const args = ["-D", slot.rootDir, "-b", "--register=no", "--keep-unit", "-M", name, "--console=read-only", "-q"];
   args.push(...extraArgs);
   const logFd = openSync(consoleLog, "a");
@@ -138,9 +256,11 @@ export async function bootHost(options: BootOptions = {}): Promise<TestHost> {
   }
   slot.nspawnPid = child.pid;
   let exited = false;
+  let code: number | null = null;
   const exit = new Promise<void>((resolve) => {
-    child.on("exit", () => {
+    child.on("exit", (exitCode) => {
       exited = true;
+      code = exitCode;
       resolve();
     });
     child.on("error", () => {
@@ -148,72 +268,19 @@ export async function bootHost(options: BootOptions = {}): Promise<TestHost> {
       resolve();
     });
   });
-
-  const bootFailure = async (reason: string): Promise<never> => {
-    const log = await readFile(consoleLog, "utf8").catch(() => "");
-    await stopSlot(slot, exit, () => exited);
-    throw new Error(`host ${name}: ${reason}\n--- console (last lines) ---\n${tail(log, 30)}`);
+  return {
+    nspawnPid: child.pid,
+    exited: () => exited,
+    exitCode: () => code,
+    within: (ms) =>
+      new Promise<boolean>((resolve) => {
+        const timer = setTimeout(() => resolve(exited), ms);
+        void exit.then(() => {
+          clearTimeout(timer);
+          resolve(true);
+        });
+      }),
   };
-
-  const initPid = await findInit(child.pid, () => exited, 30_000);
-  if (initPid === null) return bootFailure("systemd-nspawn exited or its systemd did not appear");
-  slot.initPid = initPid;
-  await writeFile(path.join(slot.dir, "pids"), `${child.pid} ${initPid}\n`);
-
-  const exec = (file: string, execArgs: readonly string[] = [], execOptions: ExecOptions = {}) => {
-    if (exited) return Promise.reject(new Error(`host ${name} is not running`));
-    return run("nsenter", ["-t", String(initPid), "-a", "--", file, ...execArgs], {
-      ...(execOptions.input !== undefined ? { input: execOptions.input } : {}),
-      env: { PATH: HOST_PATH, HOME: "/root", LANG: "C.UTF-8", ...execOptions.env },
-      timeoutMs: execOptions.timeoutMs ?? 5 * 60_000,
-    });
-  };
-
-  let stopping: Promise<void> | undefined;
-  const stop = () => {
-    stopping ??= stopSlot(slot, exit, () => exited).finally(() => stoppers.delete(stop));
-    return stopping;
-  };
-  stoppers.add(stop);
-
-  const host: TestHost = {
-    name,
-    pid: initPid,
-    rootDir: slot.rootDir,
-    consoleLog,
-    exec,
-    async execChecked(file, execArgs = [], execOptions = {}) {
-      const result = await exec(file, execArgs, execOptions);
-      if (result.exitCode !== 0) {
-        throw new Error(
-          `${name}: ${file} ${execArgs.join(" ")} exited ${result.exitCode}\n${tail(result.stdout + result.stderr, 40)}`,
-        );
-      }
-      return result;
-    },
-    async waitRunning(timeoutMs = 90_000) {
-      const deadline = Date.now() + timeoutMs;
-      let last = "";
-      while (Date.now() < deadline && !exited) {
-        const result = await exec("systemctl", ["is-system-running", "--wait"], {
-          timeoutMs: Math.max(1000, deadline - Date.now()),
-        }).catch((error: Error) => ({ exitCode: -1, stdout: "", stderr: error.message }));
-        last = (result.stdout.trim() || result.stderr.trim()).split("\n").pop() ?? "";
-        if (last === "running" || last === "degraded") return last;
-        // "offline" and bus errors: systemd is not answering yet, early in boot.
-        await sleep(100);
-      }
-      throw new Error(`host ${name} did not finish booting (last state: ${last || "none"})`);
-    },
-    stop,
-  };
-
-  try {
-    await host.waitRunning(options.bootTimeoutMs ?? 90_000);
-  } catch (error) {
-    return bootFailure((error as Error).message);
-  }
-  return host;
 }
 
 /** Boots `count` hosts in parallel, named `<prefix>-1`, `<prefix>-2`, ... */
@@ -298,25 +365,17 @@ function readProc(file: string): string {
 }
 
 /** Powers off (SIGRTMIN+4 to its systemd), waits, kills if needed, then unmounts and removes. */
-async function stopSlot(slot: Slot, exit: Promise<void>, exited: () => boolean): Promise<void> {
-  const within = (ms: number) =>
-    new Promise<boolean>((resolve) => {
-      const timer = setTimeout(() => resolve(exited()), ms);
-      void exit.then(() => {
-        clearTimeout(timer);
-        resolve(true);
-      });
-    });
-  if (!exited() && slot.initPid !== undefined) {
-    signal(slot.initPid, SIGRTMIN_PLUS_4);
-    if (!(await within(30_000))) {
-      signal(slot.initPid, "SIGKILL");
-      if (!(await within(5_000)) && slot.nspawnPid !== undefined) signal(slot.nspawnPid, "SIGKILL");
+async function stopSlot(slot: Slot, container: Container | undefined): Promise<void> {
+  if (container && !container.exited() && container.initPid !== undefined) {
+    signal(container.initPid, SIGRTMIN_PLUS_4);
+    if (!(await container.within(30_000))) {
+      signal(container.initPid, "SIGKILL");
+      if (!(await container.within(5_000))) signal(container.nspawnPid, "SIGKILL");
     }
-  } else if (!exited() && slot.nspawnPid !== undefined) {
-    signal(slot.nspawnPid, "SIGKILL");
+  } else if (container && !container.exited()) {
+    signal(container.nspawnPid, "SIGKILL");
   }
-  await within(5_000);
+  await container?.within(5_000);
   await releaseSlot(slot);
 }
 
