@@ -133,7 +133,8 @@ services:
       ),
       "web.yaml": profile("web", 'files:\n  - { path: /etc/labels/web.conf, content: "web\\n" }\n'),
       "db.yaml": profile("db", 'files:\n  - { path: /etc/labels/db.conf, content: "db\\n" }\n'),
-      "lyon.yaml": profile("lyon", 'files:\n  - { path: /etc/labels/site.conf, content: "{{ labels.site }}\\n" }\n'),
+      "lyon.yaml": profile("lyon", "files:\n  - { path: /etc/labels/site.conf, template: site.liquid }\n"),
+      "site.liquid": "{{ labels.site }}\n",
     });
     await fleet.untilHosts("all hosts in sync", fleet.ids, (h) => h.sync === "in-sync" && h.commit === commit);
 
