@@ -13,7 +13,7 @@
  */
 import { spawn, spawnSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { closeSync, existsSync, openSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
+import { closeSync, existsSync, openSync, readdirSync, readFileSync, readlinkSync, rmSync, statSync } from "node:fs";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -69,6 +69,13 @@ export interface TestHost {
   execChecked(file: string, args?: readonly string[], options?: ExecOptions): Promise<ExecResult>;
   /** Waits until `systemctl is-system-running` says running or degraded; returns which. */
   waitRunning(timeoutMs?: number): Promise<string>;
+  /**
+   * Sends SIGKILL to every process of a unit's control group at once, as a crash or the OOM
+   * killer would (`systemctl kill` cannot reach the processes of a unit inside an nspawn host on
+   * a cgroup v1 machine); systemd sees its main process die and applies the unit's `Restart=`.
+   * Returns the pids it killed (this machine's).
+   */
+  killUnit(unit: string): Promise<number[]>;
   /**
    * `systemctl reboot` inside the host, then boots it again on the same root (its files, its
    * enabled units, its machine id kept), and waits until systemd is up as `bootHost()` does.
@@ -204,6 +211,23 @@ export async function bootHost(options: BootOptions = {}): Promise<TestHost> {
       return result;
     },
     waitRunning,
+    async killUnit(unit) {
+      const group = (await exec("systemctl", ["show", "-p", "ControlGroup", "--value", unit])).stdout.trim();
+      const initPid = current?.initPid;
+      if (!group || initPid === undefined) throw new Error(`${name}: ${unit} has no control group`);
+      const killed: number[] = [];
+      // Until none is left: a process may fork while the others are being killed.
+      for (let pass = 0; pass < 50; pass++) {
+        const pids = unitProcesses(initPid, group);
+        if (pids.length === 0) return killed;
+        for (const pid of pids) signal(pid, "SIGKILL");
+        killed.push(...pids.filter((pid) => !killed.includes(pid)));
+        await sleep(20);
+      }
+      throw new Error(
+        `${name}: processes of ${unit} still there after SIGKILL: ${unitProcesses(initPid, group).join(" ")}`,
+      );
+    },
     async reboot(timeoutMs = 60_000) {
       const container = current;
       if (stopping || !container || container.exited()) throw new Error(`host ${name} is not running`);
@@ -338,6 +362,32 @@ async function findInit(nspawnPid: number, exited: () => boolean, timeoutMs: num
     await sleep(50);
   }
   return null;
+}
+
+/** Processes (this machine's pids) in the host of `initPid` whose control group is the host's `group`. */
+function unitProcesses(initPid: number, group: string): number[] {
+  const namespace = pidNamespace(initPid);
+  if (namespace === null) return [];
+  const pids: number[] = [];
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    const pid = Number(entry);
+    if (pid === initPid || pidNamespace(pid) !== namespace) continue;
+    // Each line is `id:controllers:path`; the host's paths are under its container's own group.
+    const inGroup = readProc(`/proc/${pid}/cgroup`)
+      .split("\n")
+      .some((line) => line.slice(line.indexOf(":", line.indexOf(":") + 1) + 1).endsWith(group));
+    if (inGroup) pids.push(pid);
+  }
+  return pids;
+}
+
+function pidNamespace(pid: number): string | null {
+  try {
+    return readlinkSync(`/proc/${pid}/ns/pid`);
+  } catch {
+    return null;
+  }
 }
 
 function childrenOf(pid: number): number[] {
