@@ -15,7 +15,7 @@ import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parse as parseYaml, stringify as stringifyYaml } from "yaml";
-import { type AgentBuild, agentBuild } from "../harness/agent.js";
+import { type AgentBuild, agentBuild, type StatusRun } from "../harness/agent.js";
 import { bootHost, type TestHost } from "../harness/host.js";
 import { sleep } from "../harness/process.js";
 import { hostSupport } from "../harness/skip.js";
@@ -74,18 +74,6 @@ const rendered = (greeting: string) =>
 // ---------------------------------------------------------------------------------------------
 // What the agent prints
 
-interface RunJson {
-  id: string;
-  startedAt: string;
-  endedAt: string;
-  source: string;
-  commit: string | null;
-  mode: string;
-  result: string;
-  changes: { resource: string; action: string }[];
-  errors: { code?: string; message?: string }[];
-}
-
 interface LogLine {
   time: string;
   level: string;
@@ -116,7 +104,7 @@ describe.skipIf(!support.can)("driftless.service in a booted Debian host, follow
   let repo: WorkRepo;
   let agent: AgentBuild | undefined;
   /** What the service recorded and logged while it was being stopped mid-fetch. */
-  let stopWindow: { runs: RunJson[]; logs: LogLine[] } | undefined;
+  let stopWindow: { runs: StatusRun[]; logs: LogLine[] } | undefined;
   /** The commits pushed so far, oldest first. */
   const commits: string[] = [];
 
@@ -145,14 +133,14 @@ describe.skipIf(!support.can)("driftless.service in a booted Debian host, follow
   const out = async (file: string, ...args: string[]) => (await host.exec(file, args)).stdout.trim();
   const driftless = (...args: string[]) => host.exec("node", [CLI, ...args], { env: { NO_COLOR: "1" } });
 
-  async function runs(): Promise<RunJson[]> {
+  async function runs(): Promise<StatusRun[]> {
     const result = await driftless("status", "--json", "--limit", "50");
     expect(result.exitCode, result.stderr).toBe(0);
-    return (JSON.parse(result.stdout) as { runs: RunJson[] }).runs;
+    return (JSON.parse(result.stdout) as { runs: StatusRun[] }).runs;
   }
 
   /** A run recorded after `after` (an ISO time) that satisfies `ok`. */
-  const runAfter = (what: string, after: string, ok: (run: RunJson) => boolean, timeoutMs = 20_000) =>
+  const runAfter = (what: string, after: string, ok: (run: StatusRun) => boolean, timeoutMs = 20_000) =>
     until(what, async () => (await runs()).find((r) => r.startedAt > after && ok(r)), timeoutMs);
 
   /** The target file's content, or null. */

@@ -15,11 +15,11 @@
 import * as path from "node:path";
 import Database from "better-sqlite3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { AGENT_STATE_DIR } from "../harness/agent.js";
+import { AGENT_STATE_DIR, type StatusRun } from "../harness/agent.js";
 import type { TestHost } from "../harness/host.js";
 import { hostSupport } from "../harness/skip.js";
 import { eventually } from "../support/fleet.js";
-import { E2EFleet, type HostRun } from "../support/fleet-hosts.js";
+import { E2EFleet } from "../support/fleet-hosts.js";
 import { fleet as fleetDoc, profile } from "../support/repo.js";
 
 const support = hostSupport();
@@ -131,7 +131,7 @@ describe.skipIf(!support.can)("a fleet of three hosts when Git or the broker goe
             fleet.write(host, file, `edit ${i}\n`);
             const count = (await fleet.hostRuns(host)).length;
             await fleet.reload(host);
-            await untilHostRuns(host, `run ${i} recorded`, (runs) => runs.length > count);
+            await untilStatusRuns(host, `run ${i} recorded`, (runs) => runs.length > count);
             expect(fleet.read(host, file)).toBe("v1\n");
           }
         }),
@@ -144,7 +144,7 @@ describe.skipIf(!support.can)("a fleet of three hosts when Git or the broker goe
     }
 
     for (const host of fleet.hosts) {
-      await untilHostRuns(host, "the outbox to drain", () => outboxSize(host) === 0, 120_000);
+      await untilStatusRuns(host, "the outbox to drain", () => outboxSize(host) === 0, 120_000);
       const local = await fleet.hostRuns(host);
       expect(local.length - (runsBefore.get(host.name) ?? 0)).toBeGreaterThanOrEqual(RUNS);
       const reported = (await fleet.apiRuns(host.name)).filter((r) => r.kind === "run");
@@ -164,10 +164,10 @@ describe.skipIf(!support.can)("a fleet of three hosts when Git or the broker goe
   });
 
   /** Polls the host's own run list until `ok` holds. */
-  async function untilHostRuns(
+  async function untilStatusRuns(
     host: TestHost,
     what: string,
-    ok: (runs: HostRun[]) => boolean,
+    ok: (runs: StatusRun[]) => boolean,
     timeoutMs = 60_000,
   ): Promise<void> {
     const deadline = Date.now() + timeoutMs;

@@ -54,6 +54,19 @@ export interface AgentSettings {
   trust?: { allowedSigners: string[]; allowRollback?: boolean };
 }
 
+/** A run as `driftless status --json` prints it. */
+export interface StatusRun {
+  id: string;
+  startedAt: string;
+  endedAt: string;
+  source: string;
+  commit: string | null;
+  mode: string;
+  result: string;
+  changes: Array<{ resource: string; action: string }>;
+  errors: Array<{ code?: string; message?: string }>;
+}
+
 export interface AgentBuild {
   /** What a host needs bound at boot to run the agent. */
   binds: Bind[];

@@ -18,25 +18,19 @@ import { createHmac, randomUUID } from "node:crypto";
 import { readFileSync, writeFileSync } from "node:fs";
 import * as path from "node:path";
 import type { HostDetail, HostSummary, RunView } from "../../controlplane/src/store/types.js";
-import { type AgentBuild, type AgentSettings, agentBuild, driftless, installAgent } from "../harness/agent.js";
+import {
+  type AgentBuild,
+  type AgentSettings,
+  agentBuild,
+  driftless,
+  installAgent,
+  type StatusRun,
+} from "../harness/agent.js";
 import { type AptRepo, createAptRepo, type DebSpec, useAptRepo } from "../harness/deb.js";
 import { bootHosts, type TestHost } from "../harness/host.js";
 import { addHost, eventually, ServeProcess } from "./fleet.js";
 import { cleanup, createRepo, type GitServer, type SigningKey, startGitServer, type WorkRepo } from "./git-server.js";
 import { tempDir } from "./repo.js";
-
-/** A run as `driftless status --json` shows it. */
-export interface HostRun {
-  id: string;
-  startedAt: string;
-  endedAt: string;
-  source: string;
-  commit: string | null;
-  mode: string;
-  result: string;
-  changes: Array<{ resource: string; action: string }>;
-  errors: Array<{ code?: string; message?: string }>;
-}
 
 export interface FleetOptions {
   /** How many hosts to boot. */
@@ -249,11 +243,11 @@ export class E2EFleet {
   }
 
   /** The runs `driftless status --json` shows on the host, newest first. */
-  async hostRuns(host: TestHost, limit = 500): Promise<HostRun[]> {
+  async hostRuns(host: TestHost, limit = 500): Promise<StatusRun[]> {
     const result = await driftless(host, "status", "--json", "--limit", String(limit));
     if (result.exitCode !== 0)
       throw new Error(`${host.name}: driftless status exited ${result.exitCode}: ${result.stderr}`);
-    return (JSON.parse(result.stdout) as { runs: HostRun[] }).runs;
+    return (JSON.parse(result.stdout) as { runs: StatusRun[] }).runs;
   }
 
   /** `systemctl reload driftless` (SIGHUP): the agent fetches and runs now. */
