@@ -78,28 +78,26 @@ describe.skipIf(!support.can)("a fleet of three hosts when Git or the broker goe
         (h) => h.lastRun !== null && h.lastRun.seq > (seqs.get(h.id) ?? 0) && h.sync === "in-sync",
       );
       for (const detail of offline) expect(detail.commit).toBe(cached);
-      for (const host of fleet.hosts) {
-        expect(fleet.read(host, file), `${host.name}: drift corrected offline`).toBe("v1\n");
-        // The run that put the file back (the agent may retry its fetch meanwhile: more offline runs).
-        const run = (await fleet.hostRuns(host)).find(
-          (r) => !before.get(host.name)?.has(r.id) && r.result === "changed",
-        );
-        expect(run).toMatchObject({ source: "offline", commit: cached });
-        expect(run?.errors.map((e) => e.code)).toContain("EFETCH");
-        const reported = await eventually(`${host.name}: the offline run in the API`, async () =>
-          (await fleet.apiRuns(host.name)).find((r) => r.runId === run?.id),
-        );
-        expect(reported).toMatchObject({ commit: cached, result: "changed", sync: "in-sync" });
-        expect((reported.errors as Array<{ code: string }>).map((e) => e.code)).toContain("EFETCH");
-        // The run says where it converged from; the control plane keeps it.
-        expect
-          .soft((reported as unknown as { source?: string }).source, "the API's run says source offline")
-          .toBe("offline");
-      }
       // A commit reaches the repository while the hosts cannot see it.
       next = await fleet.publish(appTree(file, "v2"));
     } finally {
+      // Back soon: each failed fetch doubles the agent's wait before its next try.
       await fleet.git.start();
+    }
+    for (const host of fleet.hosts) {
+      // The run that put the file back (the agent may have retried its fetch since: more runs).
+      const run = (await fleet.hostRuns(host)).find((r) => !before.get(host.name)?.has(r.id) && r.result === "changed");
+      expect(run, `${host.name}: drift corrected offline`).toMatchObject({ source: "offline", commit: cached });
+      expect(run?.errors.map((e) => e.code)).toContain("EFETCH");
+      const reported = await eventually(`${host.name}: the offline run in the API`, async () =>
+        (await fleet.apiRuns(host.name)).find((r) => r.runId === run?.id),
+      );
+      expect(reported).toMatchObject({ commit: cached, result: "changed", sync: "in-sync" });
+      expect((reported.errors as Array<{ code: string }>).map((e) => e.code)).toContain("EFETCH");
+      // The run says where it converged from; the control plane keeps it.
+      expect
+        .soft((reported as unknown as { source?: string }).source, "the API's run says source offline")
+        .toBe("offline");
     }
     // No trigger: each agent retries its failed fetch on its own (capped backoff) and catches up.
     await fleet.untilHosts(

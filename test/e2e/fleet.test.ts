@@ -145,7 +145,9 @@ services:
     expect(files(db)).toEqual(["db"]);
     expect(files(lyon)).toEqual(["web", "site"]);
     expect(fleet.read(lyon, "/etc/labels/site.conf")).toBe("lyon\n");
-    // The API knows each host's labels and filters on them.
+    // The API knows each host's labels (from its status, published with its runs) and filters on them.
+    const expected = new Map(fleet.ids.map((id, i) => [id, JSON.stringify(labels[i])]));
+    await fleet.untilHosts("the labels in the API", fleet.ids, (h) => JSON.stringify(h.labels) === expected.get(h.id));
     expect((await fleet.listHosts("label=role=web")).map((h) => h.id).sort()).toEqual([web.name, lyon.name].sort());
     expect((await fleet.listHosts("label=role=db")).map((h) => h.id)).toEqual([db.name]);
     expect((await fleet.hostDetail(lyon.name)).labels).toEqual({ role: "web", site: "lyon" });
