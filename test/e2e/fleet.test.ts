@@ -13,6 +13,7 @@
  */
 import { createHash } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { TestHost } from "../harness/host.js";
 import { hostSupport } from "../harness/skip.js";
 import { E2EFleet } from "../support/fleet-hosts.js";
 import { makeSshKey, type SshKey } from "../support/git-server.js";
@@ -138,8 +139,8 @@ services:
     });
     await fleet.untilHosts("all hosts in sync", fleet.ids, (h) => h.sync === "in-sync" && h.commit === commit);
 
-    const [web, db, lyon] = fleet.hosts as [(typeof fleet.hosts)[0], (typeof fleet.hosts)[0], (typeof fleet.hosts)[0]];
-    const files = (host: typeof web) =>
+    const [web, db, lyon] = fleet.hosts as [TestHost, TestHost, TestHost];
+    const files = (host: TestHost) =>
       ["web", "db", "site"].filter((name) => fleet.read(host, `/etc/labels/${name}.conf`) !== null);
     expect(files(web)).toEqual(["web"]);
     expect(files(db)).toEqual(["db"]);
@@ -155,7 +156,7 @@ services:
 
   it("a file edited by hand is reported as drift; enforce mode corrects it, report mode leaves it alone", async () => {
     await reinstall();
-    const [host] = fleet.hosts as [(typeof fleet.hosts)[0]];
+    const [host] = fleet.hosts as [TestHost];
     const file = "/etc/drift/app.conf";
     const desired = "listen=8080\n";
     const edited = "listen=9999\n";
