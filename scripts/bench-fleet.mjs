@@ -8,8 +8,9 @@
 //    webhook to the last host reporting the new commit, beside the CPU floor
 //    (AGENTS x one run's CPU time / cores).
 // Usage: scripts/bench-fleet [ingest] [push]. Environment: BENCH_WORKERS (3), BENCH_HOSTS (600),
-// BENCH_REPORTS (50 per host), BENCH_AGENTS (50), BENCH_SPLAY (5s). Loopback only; every wait is
-// bounded.
+// BENCH_REPORTS (50 per host), BENCH_AGENTS (50), BENCH_SPLAY (5s), BENCH_AGENT_BIN (the agent as a
+// single binary, e.g. dist/driftless-linux-x64; default: node bin/driftless.js). Loopback only;
+// every wait is bounded.
 import { spawn } from "node:child_process";
 import { createHmac, randomUUID } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -27,7 +28,10 @@ const AGENTS = Number(process.env.BENCH_AGENTS ?? 50);
 const SPLAY = process.env.BENCH_SPLAY ?? "5s";
 const CORES = os.cpus().length;
 const CTL = path.resolve("bin/driftlessctl.js");
-const AGENT = path.resolve("bin/driftless.js");
+const AGENT_BIN = process.env.BENCH_AGENT_BIN ? path.resolve(process.env.BENCH_AGENT_BIN) : null;
+/** The agent's command line: the single binary, or Node running the built bundle. */
+const agentArgv = (args) =>
+  AGENT_BIN ? [AGENT_BIN, args] : [process.execPath, [path.resolve("bin/driftless.js"), ...args]];
 const PASSWORD = "bench-password-0123456789abcdef";
 
 // The control plane's store and password hashing, and the test Git server, bundled for this script.
@@ -81,13 +85,14 @@ function cpuSeconds(pid) {
 }
 
 /** CPU seconds of a process and of its children it has waited for (a daemon's runs). */
-function treeCpuSeconds(pid) {
+/** CPU seconds of a process itself and of the children it has waited for (its runs), from /proc. */
+function splitCpuSeconds(pid) {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
     const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    return (Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14])) / 100;
+    return { self: (Number(f[11]) + Number(f[12])) / 100, children: (Number(f[13]) + Number(f[14])) / 100 };
   } catch {
-    return 0;
+    return { self: 0, children: 0 };
   }
 }
 
@@ -260,7 +265,7 @@ function runOnceTimed(config, root) {
   return new Promise((resolve, reject) => {
     const child = spawn(
       "/usr/bin/time",
-      ["-f", "%U %S %e", process.execPath, AGENT, "agent", "--once", "--config", config, "--root", root],
+      ["-f", "%U %S %e", ...agentArgv(["agent", "--once", "--config", config, "--root", root]).flat()],
       { stdio: ["ignore", "ignore", "pipe"], env: { ...process.env, DRIFTLESS_LOG_LEVEL: "error" } },
     );
     let stderr = "";
@@ -297,7 +302,7 @@ async function push() {
   const agents = hosts.map((host) => {
     const dir = mkdtempSync(path.join(temp, `${host}-`));
     const config = agentConfig(dir, host, source, `mqtt://127.0.0.1:${cp.mqttPort}`);
-    const child = spawn(process.execPath, [AGENT, "agent", "--config", config, "--root", path.join(dir, "root")], {
+    const child = spawn(...agentArgv(["agent", "--config", config, "--root", path.join(dir, "root")]), {
       stdio: ["ignore", "ignore", "ignore"],
       detached: true,
       env: { ...process.env, DRIFTLESS_LOG_LEVEL: "warn" },
@@ -325,7 +330,15 @@ async function push() {
 
   const body = Buffer.from(JSON.stringify({ ref: "refs/heads/main", before: first, after: second }));
   const loadBefore = load();
-  const fleetCpuBefore = agents.reduce((sum, a) => sum + treeCpuSeconds(a.pid), 0);
+  const fleetCpu = () =>
+    agents.reduce(
+      (sum, a) => {
+        const { self, children } = splitCpuSeconds(a.pid);
+        return { daemons: sum.daemons + self, runs: sum.runs + children };
+      },
+      { daemons: 0, runs: 0 },
+    );
+  const fleetCpuBefore = fleetCpu();
   const machineBefore = machineCpu();
   const t0 = Date.now();
   const response = await fetch(`http://127.0.0.1:${cp.http}/hooks/git`, {
@@ -342,7 +355,9 @@ async function push() {
   await until(`${AGENTS} agents on the pushed commit`, async () => (await onCommit(second)) === AGENTS, 300_000);
   const polled = (Date.now() - t0) / 1000;
   // The daemons' own CPU and their runs' (children they waited for), and the machine's.
-  const fleetCpu = agents.reduce((sum, a) => sum + treeCpuSeconds(a.pid), 0) - fleetCpuBefore;
+  const fleetCpuAfter = fleetCpu();
+  const daemonsCpu = fleetCpuAfter.daemons - fleetCpuBefore.daemons;
+  const runsCpu = fleetCpuAfter.runs - fleetCpuBefore.runs;
   const machineAfter = machineCpu();
   const machineBusy = (machineAfter.busy - machineBefore.busy) / (machineAfter.total - machineBefore.total);
   const loadAfter = load();
@@ -364,7 +379,9 @@ async function push() {
     runCpu,
     runWall: wall,
     floor: (AGENTS * runCpu) / CORES,
-    fleetCpu,
+    fleetCpu: daemonsCpu + runsCpu,
+    daemonsCpu,
+    runsCpu,
     machineBusy,
     loadBefore,
     loadAfter,
@@ -388,11 +405,11 @@ try {
     const r = await push();
     console.log(`\nPush to converged: ${r.agents} agent daemons, splay ${SPLAY}, ${CORES} cores`);
     console.log(
-      "| webhook to last report | (seen by polling) | one run: CPU / wall | CPU floor | fleet CPU (daemons and runs) | machine busy | fleet start | load before / after |",
+      "| webhook to last report | (seen by polling) | one run: CPU / wall | CPU floor | fleet CPU (daemons and runs) | per host: daemon / run | machine busy | fleet start | load before / after |",
     );
-    console.log("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
+    console.log("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
     console.log(
-      `| **${r.seconds.toFixed(2)} s** | ${r.polled.toFixed(2)} s | ${r.runCpu.toFixed(2)} s / ${r.runWall.toFixed(2)} s | ${r.floor.toFixed(1)} s | ${r.fleetCpu.toFixed(1)} s (${(r.fleetCpu / r.agents).toFixed(2)} s per host) | ${(r.machineBusy * 100).toFixed(0)}% | ${r.startSeconds.toFixed(1)} s | ${r.loadBefore} / ${r.loadAfter} |`,
+      `| **${r.seconds.toFixed(2)} s** | ${r.polled.toFixed(2)} s | ${r.runCpu.toFixed(2)} s / ${r.runWall.toFixed(2)} s | ${r.floor.toFixed(1)} s | ${r.fleetCpu.toFixed(1)} s (${(r.fleetCpu / r.agents).toFixed(2)} s per host) | ${(r.daemonsCpu / r.agents).toFixed(2)} s / ${(r.runsCpu / r.agents).toFixed(2)} s | ${(r.machineBusy * 100).toFixed(0)}% | ${r.startSeconds.toFixed(1)} s | ${r.loadBefore} / ${r.loadAfter} |`,
     );
   }
 } finally {
