@@ -202,7 +202,8 @@ export function describeFleetStore(name: string, open: (options?: StoreOptions) 
     it("lists runs newest first, pages with beforeSeq, and shows folds", async () => {
       const store = await fresh();
       await store.recordReport("edge-1", summaryReport("edge-1", 1, 9), at(0));
-      for (const seq of [10, 11, 12]) await store.recordReport("edge-1", runReport("edge-1", seq), at(seq));
+      for (const seq of [10, 11]) await store.recordReport("edge-1", runReport("edge-1", seq), at(seq));
+      await store.recordReport("edge-1", runReport("edge-1", 12, { source: "offline" }), at(12));
       const runs = await store.listRuns("edge-1", { limit: 2 });
       expect(runs.map((r) => r.seq)).toEqual([12, 11]);
       expect(runs[0]).toMatchObject({
@@ -211,7 +212,9 @@ export function describeFleetStore(name: string, open: (options?: StoreOptions) 
         mode: "apply",
         result: "in-sync",
         commit: "c0ffee",
+        source: "offline",
       });
+      expect(runs[1]?.source).toBeUndefined();
       const older = await store.listRuns("edge-1", { limit: 10, beforeSeq: 11 });
       expect(older.map((r) => r.seq)).toEqual([10, 9]);
       expect(older[1]).toMatchObject({ kind: "summary", fold: { fromSeq: 1, count: 9, results: { "in-sync": 9 } } });

@@ -29,7 +29,7 @@ import {
 } from "./types.js";
 
 /** Each migration runs once, in order; `PRAGMA user_version` counts those applied. */
-const MIGRATIONS: string[] = [
+export const MIGRATIONS: readonly string[] = [
   `CREATE TABLE credentials (
      host TEXT PRIMARY KEY,
      hash TEXT NOT NULL,
@@ -90,6 +90,8 @@ const MIGRATIONS: string[] = [
      received_at TEXT NOT NULL
    );
    CREATE INDEX deliveries_received ON deliveries(received_at);`,
+  // Where a run's desired state came from (git, offline, directory), as the agent reported it.
+  "ALTER TABLE runs ADD COLUMN source TEXT;",
 ];
 
 /** Webhook delivery ids are remembered this long. */
@@ -128,6 +130,7 @@ interface RunRow {
   seq: number;
   kind: string;
   git_commit: string | null;
+  source: string | null;
   mode: string;
   result: string;
   sync: string;
@@ -502,16 +505,17 @@ export class SqliteFleetStore implements FleetStore {
   /** false when (host, runId) is already stored. */
   #insertRun(host: string, report: ReportPayload, receivedAt: string): boolean {
     const insert = this.#sql(
-      `INSERT OR IGNORE INTO runs (host, run_id, seq, kind, git_commit, mode, result, sync, started_at, ended_at,
-         changes, drift, errors, fold, received_at)
-       VALUES (@host, @runId, @seq, @kind, @commit, @mode, @result, @sync, @startedAt, @endedAt, @changes, @drift,
-         @errors, @fold, @receivedAt)`,
+      `INSERT OR IGNORE INTO runs (host, run_id, seq, kind, git_commit, source, mode, result, sync, started_at,
+         ended_at, changes, drift, errors, fold, received_at)
+       VALUES (@host, @runId, @seq, @kind, @commit, @source, @mode, @result, @sync, @startedAt, @endedAt, @changes,
+         @drift, @errors, @fold, @receivedAt)`,
     );
     const values =
       report.kind === "summary"
         ? {
             kind: "summary",
             commit: null,
+            source: null,
             mode: "summary",
             result: "summary",
             sync: "unknown",
@@ -525,6 +529,7 @@ export class SqliteFleetStore implements FleetStore {
         : {
             kind: "run",
             commit: report.commit,
+            source: report.source ?? null,
             mode: report.mode,
             result: report.result,
             sync: report.sync,
@@ -591,6 +596,7 @@ function toRunView(row: RunRow): RunView {
     errors: JSON.parse(row.errors),
     receivedAt: row.received_at,
   };
+  if (row.source !== null) view.source = row.source;
   if (row.fold !== null) view.fold = JSON.parse(row.fold);
   return view;
 }

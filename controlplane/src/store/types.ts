@@ -50,6 +50,9 @@ export interface RunView {
   seq: number;
   kind: "run" | "summary";
   commit: string | null;
+  /** Where the run's desired state came from, as the agent reported it: `git`, `offline` (the
+   *  cached commit, the Git server unreachable), `directory`; absent when the agent did not say. */
+  source?: string;
   /** apply, report, plan; `summary` for a fold of older runs. */
   mode: string;
   /** The run's result; `summary` for a fold (its counts are in `fold.results`). */
