@@ -23,22 +23,24 @@ export const PROGRAM = "/usr/local/bin/driftless";
 export const TOKEN_FILE = "/etc/driftless/git-token";
 export const BROKER_PASSWORD_FILE = "/etc/driftless/mqtt-password";
 export const BROKER_CA_FILE = "/etc/driftless/ca.pem";
+const UNIT = "/etc/systemd/system/driftless.service";
+const STATE_DIR = "/var/lib/driftless";
 
 export const INSTALL_HELP = `Usage: driftless install --source URL [--ref REF] [--host NAME] [--label K=V]...
                         [--token-file F] [--broker URL --broker-password-file F [--broker-ca F]]
                         [--root DIR] [--no-start] [--exec CMD]
 
 Installs the agent as the systemd service driftless.service, and prints what it changed:
-  ${PROGRAM}          this program, when it runs as the single binary (driftless-linux-*):
-                                    copied there when missing or different (so running a newer
-                                    download upgrades the installed one, and an older one
-                                    downgrades it), then the service restarts
-  ${DEFAULT_CONFIG}        the configuration, from the flags (mode 0600)
-  ${TOKEN_FILE}, ${BROKER_PASSWORD_FILE}, ${BROKER_CA_FILE}
-                                    copies of the files given (0600, the CA 0644): the originals
-                                    may be deleted afterwards
-  /var/lib/driftless                the state folder (0700)
-  /etc/systemd/system/driftless.service  the unit, hardened (the comments in it say how)
+  ${PROGRAM}     this program, when it runs as the single binary (driftless-linux-*):
+                               copied when missing or different (running a newer download
+                               upgrades the installed one, an older one downgrades it)
+  ${DEFAULT_CONFIG}    the configuration, from the flags (0600)
+  /etc/driftless/git-token, mqtt-password, ca.pem
+                               copies of --token-file, --broker-password-file (0600) and
+                               --broker-ca (0644): the originals may be deleted afterwards
+  ${STATE_DIR}           the state folder (0700)
+  ${UNIT}
+                               the unit, hardened (the comments in it say how)
 then enables and starts the service. Run from a checkout (node bin/driftless.js), the unit runs
 this Node and this script, and nothing is copied.
 
@@ -61,8 +63,8 @@ Options:
   --broker-ca F               CA certificate(s) (PEM) for an mqtts:// broker
   --root DIR                  install into the tree mounted at DIR (an image): enable, do not start
   --no-start                  enable the service but do not start it now
-  --exec CMD                  the command in ExecStart (default: ${PROGRAM} for the single
-                              binary, else this Node and script); nothing is copied
+  --exec CMD                  the command in ExecStart (default: ${PROGRAM} for
+                              the single binary, else this Node and script); nothing is copied
   -h, --help                  show this help
 `;
 
@@ -71,9 +73,6 @@ export const UNINSTALL_HELP = `Usage: driftless uninstall [--purge] [--root DIR]
 Stops and disables driftless.service and removes its unit. The configuration and the state
 (/etc/driftless, /var/lib/driftless) stay unless --purge is given; ${PROGRAM} stays.
 `;
-
-const UNIT = "/etc/systemd/system/driftless.service";
-const STATE_DIR = "/var/lib/driftless";
 
 /**
  * The unit. The hardening keeps what the agent needs to manage the host: it runs as root with
