@@ -5,7 +5,17 @@
  * `systemd-analyze verify`), and from its output, which must never hold a secret.
  */
 import { spawnSync } from "node:child_process";
-import { lstatSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import {
+  appendFileSync,
+  copyFileSync,
+  existsSync,
+  lstatSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import * as path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { parse as parseYaml } from "yaml";
@@ -224,5 +234,44 @@ describe.skipIf(!isRoot)("driftless install --root DIR (an image)", () => {
     expect(run.stderr).toContain(`${file}:`);
     expect(run.stderr).toContain("fix the file or remove it");
     expect(readdirSync(path.join(tree, "etc"))).toEqual(["driftless"]);
+  });
+});
+
+// The single binary (npm run build:binary): run from where it was downloaded, it copies itself to
+// /usr/local/bin/driftless and the unit runs that; a different binary replaces it.
+const BINARY = path.resolve(`dist/driftless-linux-${process.arch === "arm64" ? "arm64" : "x64"}`);
+const hasBinary = isRoot && existsSync(BINARY);
+if (isRoot && !hasBinary)
+  console.warn(`[driftless] skipping the single binary's install: no ${BINARY} (npm run build:binary)`);
+
+describe.skipIf(!hasBinary)("the single binary's driftless install --root DIR", () => {
+  it("copies itself to /usr/local/bin/driftless (0755) for the unit; again: nothing; another build: replaced", () => {
+    const dir = tempDir("driftless-install-");
+    const downloads = tempDir("driftless-download-");
+    const run = (file: string) =>
+      spawnSync(`./${file}`, ["install", "--root", dir, "--source", "https://git.example.com/fleet.git"], {
+        cwd: downloads,
+        encoding: "utf8",
+        env: { ...process.env, NO_COLOR: "1" },
+      });
+    copyFileSync(BINARY, path.join(downloads, "driftless-linux-x"));
+    const first = run("driftless-linux-x");
+    expect(first.status, first.stdout + first.stderr).toBe(2);
+    const installed = path.join(dir, "usr/local/bin/driftless");
+    expect(readFileSync(installed).equals(readFileSync(BINARY))).toBe(true);
+    expect(statSync(installed).mode & 0o777).toBe(0o755);
+    expect(readFileSync(path.join(dir, "etc/systemd/system/driftless.service"), "utf8")).toMatch(
+      /^ExecStart=\/usr\/local\/bin\/driftless agent --config \/etc\/driftless\/agent\.yaml$/m,
+    );
+
+    expect(run("driftless-linux-x").status).toBe(0);
+
+    // Another build (a byte more at the end: it still runs): the installed one is replaced.
+    copyFileSync(BINARY, path.join(downloads, "driftless-linux-y"));
+    appendFileSync(path.join(downloads, "driftless-linux-y"), "\n");
+    const upgrade = run("driftless-linux-y");
+    expect(upgrade.status, upgrade.stdout + upgrade.stderr).toBe(2);
+    expect(changed({ exitCode: 2, stdout: upgrade.stdout, stderr: "" })).toEqual(["file:/usr/local/bin/driftless"]);
+    expect(statSync(installed).size).toBe(statSync(BINARY).size + 1);
   });
 });

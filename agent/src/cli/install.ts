@@ -147,7 +147,9 @@ export interface ThisProgram {
 /** How systemd starts this very program. */
 export function thisProgram(machine: HostFs): ThisProgram {
   const sea = process.getBuiltinModule?.("node:sea") as { isSea?: () => boolean } | undefined;
-  const script = machine.realpath(process.argv[1] ?? "") ?? process.argv[1];
+  // argv[1] as typed (`./driftless-linux-x64` for a binary run from here), made absolute.
+  const typed = process.argv[1] ? path.resolve(process.argv[1]) : undefined;
+  const script = (typed && machine.realpath(typed)) ?? typed;
   const binary = machine.realpath(process.execPath) ?? process.execPath;
   if (sea?.isSea?.() || script === binary) return { binary, execStart: PROGRAM };
   return { execStart: `${process.execPath} --max-semi-space-size=1 ${script}` };
