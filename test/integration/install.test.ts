@@ -19,7 +19,7 @@ import {
 import * as path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { parse as parseYaml } from "yaml";
-import { type CliResult, driftless, isRoot } from "../support/cli.js";
+import { CLI, type CliResult, driftless, isRoot } from "../support/cli.js";
 import { cleanupTemp, tempDir } from "../support/repo.js";
 
 afterAll(cleanupTemp);
@@ -184,9 +184,15 @@ describe.skipIf(!isRoot)("driftless install --root DIR (an image)", () => {
   });
 
   it("a new --broker-password-file replaces the copy, shown as changed but never shown", () => {
-    const fresh = path.join(tempDir("driftless-secrets-"), "password");
-    writeFileSync(fresh, `${PASSWORD_2}\n`, { mode: 0o600 });
-    const run = install("--broker-password-file", fresh);
+    const freshDir = tempDir("driftless-secrets-");
+    writeFileSync(path.join(freshDir, "password"), `${PASSWORD_2}\n`, { mode: 0o600 });
+    // A path relative to the working directory, as typed.
+    const child = spawnSync(process.execPath, [CLI, "install", "--root", dir, "--broker-password-file", "password"], {
+      cwd: freshDir,
+      encoding: "utf8",
+      env: { ...process.env, NO_COLOR: "1" },
+    });
+    const run = { exitCode: child.status ?? -1, stdout: child.stdout, stderr: child.stderr };
     expect(run.exitCode, run.stdout + run.stderr).toBe(2);
     expectNoSecret(run);
     expect(changed(run)).toEqual(["file:/etc/driftless/mqtt-password"]);

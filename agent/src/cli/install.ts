@@ -311,14 +311,14 @@ const NEW_CONFIG: ConfigSetting[] = [
 
 /** sha256 of a file on this machine, read in chunks; a clear error naming the flag when it cannot be read. */
 function hashOf(machine: HostFs, file: string, flag: string, nonEmpty: boolean): string {
-  const real = machine.realpath(file);
+  const real = machine.realpath(path.resolve(file));
   const stat = real ? machine.lstat(real) : null;
   if (!stat) throw usage(`${flag} ${file}: no such file`);
   if (stat.type !== "file") throw usage(`${flag} ${file}: not a regular file`);
   if (nonEmpty && stat.size === 0) throw usage(`${flag} ${file}: the file is empty`);
   const hash = createHash("sha256");
   try {
-    machine.readChunks(file, (chunk) => hash.update(chunk));
+    machine.readChunks(real as string, (chunk) => hash.update(chunk));
   } catch (error) {
     throw usage(
       `${flag} ${file}: cannot read it (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`,
