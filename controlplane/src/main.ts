@@ -3,6 +3,7 @@ import { parse } from "../../agent/src/cli/args.js";
 import { DriftlessError } from "../../agent/src/errors.js";
 import { createLogger, type Logger } from "../../agent/src/log.js";
 import type { FleetVerb } from "./cli/fleet.js";
+import { DOWNLOAD_PLACEHOLDER, SOURCE_PLACEHOLDER } from "./cli/install-command.js";
 import { FleetError } from "./errors.js";
 import type { HttpStarter } from "./serve.js";
 
@@ -82,10 +83,31 @@ Options:
 `;
 
 const HOSTS_ADD_HELP = `Usage: driftlessctl hosts add NAME [--data DIR] [--label KEY=VALUE]... [--json]
+                             [--install-command [--broker-url URL] [--source URL] [--download-url URL]]
 
 Creates the MQTT credentials of host NAME (its agent's \`host\`) in DATA/fleet.db and prints the
 password once: it is stored only as a hash. --json prints {"host", "username", "password"}.
 Labels given here are the host's, over the ones its agent reports.
+
+With --install-command it prints instead the line to paste, as root, on the new host (the
+password is in it, once): it writes the password to /etc/driftless/mqtt-password (mode 0600),
+downloads driftless-linux-x64 or driftless-linux-arm64 (by uname -m, with curl or wget), and
+runs driftless install --source ... --host NAME --label ... --broker ... (docs/install.md).
+--json adds the line as "installCommand". Placeholders the line still holds (DOWNLOAD-HOST,
+GIT-HOST) are named on stderr: replace them, or give the flags.
+
+Options:
+  --data DIR            data directory (default ./driftless-data)
+  --label KEY=VALUE     a label (repeatable); also passed to driftless install in the line
+  --json                print JSON
+  --install-command     print the line to paste on the new host
+  --broker-url URL      the broker as the host reaches it (default mqtt://THIS-HOSTNAME:1883,
+                        this machine's name and the embedded broker's port)
+  --source URL          the profile repository as the host reaches it (default: the placeholder
+                        ${SOURCE_PLACEHOLDER})
+  --download-url URL    where driftless-linux-x64 and driftless-linux-arm64 are (default: the
+                        placeholder ${DOWNLOAD_PLACEHOLDER})
+  -h, --help            show this help
 `;
 
 const HOSTS_REMOVE_HELP = `Usage: driftlessctl hosts remove NAME [--data DIR] [--json]
@@ -267,7 +289,15 @@ async function fleetCommand(verb: FleetVerb, args: string[], io: CtlIo): Promise
 async function hostsAdd(args: string[], io: CtlIo): Promise<number> {
   const { values, positionals } = parse(
     args,
-    { data: { type: "string" }, json: { type: "boolean" }, label: { type: "string", multiple: true } },
+    {
+      data: { type: "string" },
+      json: { type: "boolean" },
+      label: { type: "string", multiple: true },
+      "install-command": { type: "boolean" },
+      "broker-url": { type: "string" },
+      source: { type: "string" },
+      "download-url": { type: "string" },
+    },
     true,
   );
   if (values.help) {
@@ -277,6 +307,7 @@ async function hostsAdd(args: string[], io: CtlIo): Promise<number> {
   const host = hostName(positionals, HOSTS_ADD_HELP);
   const { parseLabels } = await import("../../agent/src/cli/args.js");
   const labels = parseLabels(values.label);
+  const line = await installLine(values, host, labels);
   const { generatePassword, hashPassword } = await import("./auth/password.js");
   const password = generatePassword();
   const store = await openDataStore(values.data);
@@ -285,16 +316,56 @@ async function hostsAdd(args: string[], io: CtlIo): Promise<number> {
   } finally {
     await store.close();
   }
+  const installCommand = line?.(password);
   if (values.json) {
-    io.out(JSON.stringify({ host, username: host, password }));
+    io.out(JSON.stringify({ host, username: host, password, ...(installCommand ? { installCommand } : {}) }));
+  } else if (installCommand) {
+    io.out(`Host ${host} added. On the new host, as root, paste this line (it holds the host's MQTT password,
+shown this once; stored here only as a hash):
+
+${installCommand}
+`);
   } else {
     io.out(`Host ${host} added. Its MQTT credentials, shown this once:
   username: ${host}
   password: ${password}
 On the host, put the password in /etc/driftless/mqtt-password (mode 0600), and in agent.yaml:
-  broker: { url: mqtt://THIS-MACHINE:1883, username: ${host}, passwordFile: /etc/driftless/mqtt-password }`);
+  broker: { url: mqtt://THIS-MACHINE:1883, username: ${host}, passwordFile: /etc/driftless/mqtt-password }
+(or print the line that does it all: driftlessctl hosts add NAME --install-command)`);
+  }
+  if (installCommand) {
+    const { placeholdersIn } = await import("./cli/install-command.js");
+    const left = placeholdersIn(installCommand);
+    if (left.length > 0) {
+      io.err(
+        `driftlessctl hosts add: the line holds placeholders: replace ${left.join(", ")} (see --help: --download-url, --source)`,
+      );
+    }
   }
   return 0;
+}
+
+/** The install line of `hosts add --install-command`, checked before any credential is made; null without it. */
+async function installLine(
+  values: { "install-command"?: boolean; "broker-url"?: string; source?: string; "download-url"?: string },
+  host: string,
+  labels: Record<string, string>,
+): Promise<((password: string) => string) | null> {
+  if (!values["install-command"]) {
+    const given = (["broker-url", "source", "download-url"] as const).filter((f) => values[f] !== undefined);
+    if (given.length > 0) {
+      const flags = given.map((f) => `--${f}`).join(", ");
+      throw new FleetError(`${flags} ${given.length > 1 ? "need" : "needs"} --install-command`, { code: "EUSAGE" });
+    }
+    return null;
+  }
+  const { checkUrl, installCommand } = await import("./cli/install-command.js");
+  const { hostname } = await import("node:os");
+  const brokerUrl = checkUrl("--broker-url", values["broker-url"] ?? `mqtt://${hostname()}:1883`, ["mqtt:", "mqtts:"]);
+  const source = checkUrl("--source", values.source ?? SOURCE_PLACEHOLDER, ["https:", "http:"]);
+  let downloadUrl = checkUrl("--download-url", values["download-url"] ?? DOWNLOAD_PLACEHOLDER, ["https:", "http:"]);
+  if (!downloadUrl.endsWith("/")) downloadUrl += "/";
+  return (password) => installCommand({ host, password, brokerUrl, source, downloadUrl, labels });
 }
 
 async function hostsRemove(args: string[], io: CtlIo): Promise<number> {
