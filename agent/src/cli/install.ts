@@ -8,6 +8,7 @@ import { stringify } from "yaml";
 import { DEFAULT_CONFIG } from "../config/load.js";
 import { converge } from "../engine/run.js";
 import { HostFs } from "../host/fs.js";
+import { isSingleBinary } from "../host/native.js";
 import { detectPackageManager } from "../resources/package/apt.js";
 import { createSystemdManager } from "../resources/service/systemd.js";
 import type { Desired, DesiredFile, DesiredService } from "../resources/types.js";
@@ -67,8 +68,8 @@ WantedBy=multi-user.target
 
 /** How systemd starts this very program. */
 function execStart(): string {
+  if (isSingleBinary()) return process.execPath;
   const script = new HostFs("/").realpath(process.argv[1] ?? "") ?? process.argv[1] ?? "driftless";
-  if (script === process.execPath) return process.execPath; // a single binary
   return `${process.execPath} --max-semi-space-size=1 ${script}`;
 }
 
