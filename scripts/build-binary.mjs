@@ -14,12 +14,12 @@ import { chmodSync, copyFileSync, mkdirSync, readFileSync, renameSync, statSync,
 import * as path from "node:path";
 import { parseArgs } from "node:util";
 import { build } from "esbuild";
-import { cachedDir, cacheRoot, hashOf } from "./binary/cache.mjs";
-import { arm64Sysroot, bullseyeTree, NODE_VERSION, nodePackage, sqliteAddon } from "./binary/toolchain.mjs";
+import { cachedDir, cacheRoot, hashOf, prune } from "./binary/cache.mjs";
+import { arm64Sysroot, bullseyeTree, NODE_VERSION, nodePackage, sqliteAddon, stripInTree } from "./binary/toolchain.mjs";
 import { agentBundleOptions } from "./build-common.mjs";
 
 /** Bump when this script changes how a binary is made from the same inputs. */
-const RECIPE = 1;
+const RECIPE = 2;
 /** Node options built into the binary (as bin/driftless.js passes them): see docs/benchmarks.md. */
 const EXEC_ARGV = ["--max-semi-space-size=1"];
 /** The sentinel postject looks for in Node's binary. */
@@ -119,6 +119,7 @@ async function seaBinary(arch, agent, tree) {
     const binary = path.join(temp, `driftless-linux-${arch}`);
     copyFileSync(path.join(node, "bin", "node"), binary);
     chmodSync(binary, 0o755);
+    stripInTree(tree, arch, binary); // Node's own build keeps its symbols: 18 MB of 131
     const postject = path.resolve("node_modules/postject/dist/cli.js");
     execFileSync(process.execPath, [postject, binary, "NODE_SEA_BLOB", blob, "--sentinel-fuse", SEA_FUSE], {
       stdio: "pipe",
@@ -178,4 +179,7 @@ for (const arch of arches) {
     );
   }
 }
+// Bundles and binaries change with every commit: keep the last few of each.
+prune("bundle", 8);
+prune("binary", 8);
 if (!values.json) process.stdout.write(`build-binary: done in ${((Date.now() - started) / 1000).toFixed(1)} s\n`);

@@ -4,7 +4,7 @@
 // leaves only a temp directory, never an entry that looks done. Builds also run one at a time
 // (`flock` on build.lock, see build-binary.mjs), so two never do the same slow step twice.
 import { createHash, randomBytes } from "node:crypto";
-import { mkdirSync, renameSync, rmSync, statSync } from "node:fs";
+import { mkdirSync, readdirSync, renameSync, rmSync, statSync, utimesSync } from "node:fs";
 import * as path from "node:path";
 
 export function cacheRoot() {
@@ -24,7 +24,11 @@ export function hashOf(inputs) {
  */
 export async function cachedDir(kind, key, produce) {
   const dir = path.join(cacheRoot(), kind, key);
-  if (statSync(dir, { throwIfNoEntry: false })?.isDirectory()) return { dir, hit: true };
+  if (statSync(dir, { throwIfNoEntry: false })?.isDirectory()) {
+    const now = new Date();
+    utimesSync(dir, now, now); // last used: see prune()
+    return { dir, hit: true };
+  }
   mkdirSync(path.dirname(dir), { recursive: true });
   const temp = `${dir}.tmp-${process.pid}-${randomBytes(4).toString("hex")}`;
   try {
@@ -38,4 +42,18 @@ export async function cachedDir(kind, key, produce) {
     throw error;
   }
   return { dir, hit: false };
+}
+
+/**
+ * Removes all but the `keep` entries of `kind` used last, and temp directories a killed build
+ * left (builds run one at a time, so none is in use). For kinds that change with every commit.
+ */
+export function prune(kind, keep) {
+  const root = path.join(cacheRoot(), kind);
+  const entries = readdirSync(root, { withFileTypes: true })
+    .filter((entry) => entry.isDirectory())
+    .map((entry) => ({ dir: path.join(root, entry.name), mtime: statSync(path.join(root, entry.name)).mtimeMs }))
+    .sort((a, b) => b.mtime - a.mtime);
+  const stale = entries.filter((entry, index) => index >= keep || entry.dir.includes(".tmp-"));
+  for (const { dir } of stale) rmSync(dir, { recursive: true, force: true });
 }

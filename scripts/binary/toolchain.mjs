@@ -114,6 +114,14 @@ function inTree(tree, binds, script, env) {
   }
 }
 
+/** Strips `file` (an `arch` executable) of its symbols with the tree's binutils, in place. */
+export function stripInTree(tree, arch, file) {
+  const strip = CROSS[arch] ? `${CROSS[arch]}-strip` : "strip";
+  inTree(tree, [[path.dirname(file), "build", false]], `${strip} --strip-all /build/${path.basename(file)}`, {
+    PATH: "/usr/bin:/bin",
+  });
+}
+
 /** better-sqlite3's addon for Node NODE_VERSION on `arch`: `<dir>/better_sqlite3.node`. */
 export async function sqliteAddon(arch, tree) {
   const locked = lockedSqlite();
