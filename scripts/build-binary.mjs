@@ -15,7 +15,14 @@ import * as path from "node:path";
 import { parseArgs } from "node:util";
 import { build } from "esbuild";
 import { cachedDir, cacheRoot, hashOf, prune } from "./binary/cache.mjs";
-import { arm64Sysroot, bullseyeTree, NODE_VERSION, nodePackage, sqliteAddon, stripInTree } from "./binary/toolchain.mjs";
+import {
+  arm64Sysroot,
+  bullseyeTree,
+  NODE_VERSION,
+  nodePackage,
+  sqliteAddon,
+  stripInTree,
+} from "./binary/toolchain.mjs";
 import { agentBundleOptions } from "./build-common.mjs";
 
 /** Bump when this script changes how a binary is made from the same inputs. */
