@@ -10,7 +10,7 @@
 // nothing changed bundles the agent, finds the binaries in the cache and copies them into dist/.
 // --json prints one line per binary: {arch, binary, sysroot, glibc, glibcxx, cached}.
 import { execFileSync, spawnSync } from "node:child_process";
-import { chmodSync, copyFileSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, copyFileSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import * as path from "node:path";
 import { parseArgs } from "node:util";
 import { build } from "esbuild";
@@ -131,6 +131,7 @@ async function seaBinary(arch, agent, tree) {
     execFileSync(process.execPath, [postject, binary, "NODE_SEA_BLOB", blob, "--sentinel-fuse", SEA_FUSE], {
       stdio: "pipe",
     });
+    rmSync(blob);
     writeFileSync(path.join(temp, "versions.json"), `${JSON.stringify(glibcFloor([binary, addon]))}\n`);
   }).then(({ dir, hit }) => ({ binary: path.join(dir, `driftless-linux-${arch}`), dir, hit }));
 }
@@ -187,6 +188,6 @@ for (const arch of arches) {
   }
 }
 // Bundles and binaries change with every commit: keep the last few of each.
-prune("bundle", 8);
-prune("binary", 8);
+prune("bundle", 4);
+prune("binary", 4);
 if (!values.json) process.stdout.write(`build-binary: done in ${((Date.now() - started) / 1000).toFixed(1)} s\n`);
