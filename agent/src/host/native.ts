@@ -4,15 +4,15 @@
  * addon only from a file. The asset is written once into a cache folder (the state directory's
  * `native/`), named by its hash so a new binary never loads an old addon, and loaded from there.
  *
- * Written atomically (temp file with O_EXCL, fsync, rename): two processes starting at once both
- * end up loading a whole file. Where nothing may be written (`driftless plan`, a read-only open)
+ * Written atomically (HostFs: temp file, fsync, rename): two processes starting at once both end
+ * up loading a whole file. Where nothing may be written (`driftless plan`, a read-only open)
  * and the cache has no copy yet, the addon goes to a private temp directory, removed as soon as
  * the addon is loaded (a loaded library stays mapped after its file is gone).
  */
-import { createHash, randomBytes } from "node:crypto";
-import * as fs from "node:fs";
+import { createHash } from "node:crypto";
 import * as path from "node:path";
 import * as sea from "node:sea";
+import { HostFs } from "./fs.js";
 import { privateTempDir } from "./scratch.js";
 
 /** True when this process runs from the single binary rather than `node bin/driftless.js`. */
@@ -36,36 +36,20 @@ export function loadEmbeddedAddon(asset: string, options: EmbeddedAddonOptions):
   const hash = createHash("sha256").update(bytes).digest("hex").slice(0, 16);
   const name = `${path.basename(asset, ".node")}-${hash}.node`;
   const cached = path.join(options.dir, name);
-  if (fs.statSync(cached, { throwIfNoEntry: false })?.size === bytes.byteLength) return dlopen(cached);
+  const machine = new HostFs("/");
+  if (machine.lstat(cached)?.size === bytes.byteLength) return dlopen(cached);
   if (options.write) {
-    fs.mkdirSync(options.dir, { recursive: true, mode: 0o700 });
-    writeAtomic(cached, bytes);
+    machine.mkdirp(options.dir, 0o700);
+    machine.writeFileAtomic(cached, bytes, { mode: 0o700 });
     return dlopen(cached);
   }
   const scratch = privateTempDir("driftless-native-");
   try {
     const file = path.join(scratch.dir, name);
-    fs.writeFileSync(file, bytes, { mode: 0o700 });
+    machine.writeFile(file, bytes, 0o700);
     return dlopen(file);
   } finally {
     scratch.remove();
-  }
-}
-
-function writeAtomic(file: string, bytes: Uint8Array): void {
-  const temp = path.join(path.dirname(file), `.${path.basename(file)}.${randomBytes(8).toString("hex")}.tmp`);
-  const fd = fs.openSync(temp, fs.constants.O_WRONLY | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o700);
-  try {
-    fs.writeSync(fd, bytes);
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
-  try {
-    fs.renameSync(temp, file);
-  } catch (error) {
-    fs.rmSync(temp, { force: true });
-    throw error;
   }
 }
 
