@@ -46,6 +46,8 @@ function fail(message) {
   process.exit(1);
 }
 
+if (process.getuid?.() !== 0) fail("needs root (debootstrap and chroot build the addon)");
+
 // One build at a time: the second waits, then finds the first one's work in the cache.
 if (!process.env.DRIFTLESS_BUILD_LOCKED) {
   mkdirSync(cacheRoot(), { recursive: true });
@@ -59,7 +61,6 @@ if (!process.env.DRIFTLESS_BUILD_LOCKED) {
   );
   process.exit(locked.status ?? 1);
 }
-if (process.getuid?.() !== 0) fail("needs root (debootstrap and chroot build the addon)");
 
 /** The agent as one CommonJS file: a SEA's require() loads only Node's builtins. */
 async function bundle() {
