@@ -3,18 +3,24 @@
 // after several runs, and the peak of one run (a child process) is measured with GNU time. Then
 // the same with a broker connected: an in-process Aedes, and a control plane (an MQTT.js client
 // in this process) that acknowledges every report.
+// --binary FILE measures a single binary (npm run build:binary; its Node flags are built in)
+// instead of `node bin/driftless.js`.
 import { execFileSync, spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
+import { parseArgs } from "node:util";
 import { Aedes } from "aedes";
 import { connect } from "mqtt";
 
 const FILES = 1000;
 // The daemon's Node flags: those of the systemd unit (driftless install), or BENCH_NODE_FLAGS.
 const DAEMON_FLAGS = (process.env.BENCH_NODE_FLAGS ?? "--max-semi-space-size=1").split(" ").filter(Boolean);
-execFileSync(process.execPath, ["scripts/build.mjs"], { stdio: "inherit" });
+const { values } = parseArgs({ options: { binary: { type: "string" } } });
+/** The program and its first arguments: the single binary, or Node with the bundle. */
+const AGENT = values.binary ? [path.resolve(values.binary)] : [process.execPath, ...DAEMON_FLAGS, "bin/driftless.js"];
+if (!values.binary) execFileSync(process.execPath, ["scripts/build.mjs"], { stdio: "inherit" });
 const dir = mkdtempSync(path.join(tmpdir(), "driftless-bench-rss-"));
 const repo = path.join(dir, "repo");
 execFileSync("mkdir", ["-p", repo]);
@@ -42,8 +48,8 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 /** Runs the daemon for 6 runs; its RSS every 250 ms from the end of the second run on. */
 async function sampleDaemon(configFile) {
   const agent = spawn(
-    process.execPath,
-    [...DAEMON_FLAGS, "bin/driftless.js", "agent", "--config", configFile, "--root", root, "--log-format", "json"],
+    AGENT[0],
+    [...AGENT.slice(1), "agent", "--config", configFile, "--root", root, "--log-format", "json"],
     { stdio: ["ignore", "ignore", "pipe"] },
   );
   let finished = 0;
@@ -89,12 +95,12 @@ server.close();
 
 const once = spawnSync(
   "/usr/bin/time",
-  ["-f", "%M", "bin/driftless.js", "agent", "--once", "--config", config, "--root", root, "--log-format", "json"],
+  ["-f", "%M", ...AGENT, "agent", "--once", "--config", config, "--root", root, "--log-format", "json"],
   { encoding: "utf8" },
 );
 const runPeak = Number(once.stderr.trim().split("\n").at(-1)) / 1024;
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)].toFixed(1);
-console.log(`\nagent daemon following ${FILES} files, 6 runs, 3 s apart`);
+console.log(`\nagent daemon (${AGENT.join(" ")}) following ${FILES} files, 6 runs, 3 s apart`);
 console.log(
   `  daemon resident memory (VmRSS, every 250 ms over 4 runs), max: ${Math.max(...plain.samples).toFixed(1)} MB (target < 60 MB)`,
 );

@@ -3,22 +3,23 @@
 // so a run without them does not pay for their code in memory or start-up time.
 import { rmSync } from "node:fs";
 import { build } from "esbuild";
+import { agentBundleOptions } from "./build-common.mjs";
 
-rmSync("dist", { recursive: true, force: true });
+// Only what this build writes: dist/ also holds the single binaries (scripts/build-binary.mjs).
+for (const name of ["chunks", "driftless.mjs", "driftless.mjs.map", "driftlessctl.mjs", "driftlessctl.mjs.map"]) {
+  rmSync(`dist/${name}`, { recursive: true, force: true });
+}
 await build({
   entryPoints: { driftless: "agent/src/main.ts", driftlessctl: "controlplane/src/main.ts" },
   outdir: "dist",
   outExtension: { ".js": ".mjs" },
   chunkNames: "chunks/[name]-[hash]",
-  bundle: true,
+  ...agentBundleOptions(),
   splitting: true,
-  platform: "node",
   target: "node20",
   format: "esm",
   external: ["better-sqlite3"],
   sourcemap: "linked",
-  legalComments: "none",
-  logLevel: "warning",
   // Bundled CommonJS modules call require(); give them one.
   banner: {
     js: "import { createRequire as __driftlessRequire } from 'node:module'; const require = __driftlessRequire(import.meta.url);",

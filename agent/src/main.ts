@@ -11,6 +11,16 @@ import { systemRunner } from "./host/runner.js";
 
 export const VERSION = "0.1.0";
 
+/** Set by the bundles (scripts/build.mjs, scripts/build-binary.mjs) to `git rev-parse HEAD`. */
+declare const DRIFTLESS_COMMIT: string | undefined;
+/** The Git commit this program was built from; "unknown" outside a Git checkout or unbundled. */
+export const COMMIT = typeof DRIFTLESS_COMMIT === "string" ? DRIFTLESS_COMMIT : "unknown";
+
+/** What `driftless --version` prints: version, commit, Node version and architecture. */
+export function versionLine(): string {
+  return `driftless ${VERSION} (commit ${COMMIT}, node ${process.version}, ${process.platform}-${process.arch})`;
+}
+
 const HELP = `Driftless agent ${VERSION}: keeps this host at the state declared in a Git repository.
 
 Usage: driftless <command> [options]
@@ -85,7 +95,7 @@ export async function main(argv: string[], io: Io = defaultIo()): Promise<number
       case "--version":
       case "-V":
       case "version":
-        io.out(VERSION);
+        io.out(versionLine());
         return 0;
       case undefined:
       case "help":

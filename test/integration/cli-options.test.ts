@@ -11,13 +11,17 @@ describe("driftless options", () => {
     expect(help.stdout).toMatch(/^ {2}-h, --help +show this help$/m);
   });
 
-  it("prints the version with -V and --version", () => {
+  it("prints the version, commit, Node version and architecture with -V and --version", () => {
+    // The commit is the one dist/ was built from (scripts/build.mjs), not necessarily HEAD.
+    const line = new RegExp(
+      `^driftless ${VERSION.replaceAll(".", "\\.")} \\(commit ([0-9a-f]{40}|unknown), node ${process.version}, linux-${process.arch}\\)\n$`,
+    );
     for (const flag of ["-V", "--version"]) {
       const result = driftless([flag]);
       expect({ flag, exitCode: result.exitCode, stdout: result.stdout }).toEqual({
         flag,
         exitCode: 0,
-        stdout: `${VERSION}\n`,
+        stdout: expect.stringMatching(line),
       });
     }
   });

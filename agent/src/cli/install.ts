@@ -10,6 +10,7 @@ import { type ConfigSetting, mergeConfig, readConfigValue } from "../config/merg
 import { converge } from "../engine/run.js";
 import { DriftlessError, ErrorList } from "../errors.js";
 import { HostFs } from "../host/fs.js";
+import { isSingleBinary } from "../host/native.js";
 import { detectPackageManager } from "../resources/package/apt.js";
 import { createSystemdManager } from "../resources/service/systemd.js";
 import type { Desired, DesiredFile, DesiredService } from "../resources/types.js";
@@ -146,12 +147,11 @@ export interface ThisProgram {
 
 /** How systemd starts this very program. */
 export function thisProgram(machine: HostFs): ThisProgram {
-  const sea = process.getBuiltinModule?.("node:sea") as { isSea?: () => boolean } | undefined;
-  // argv[1] as typed (`./driftless-linux-x64` for a binary run from here), made absolute.
+  const binary = machine.realpath(process.execPath) ?? process.execPath;
+  if (isSingleBinary()) return { binary, execStart: PROGRAM };
+  // argv[1] as typed (a relative path from the shell), made absolute.
   const typed = process.argv[1] ? path.resolve(process.argv[1]) : undefined;
   const script = (typed && machine.realpath(typed)) ?? typed;
-  const binary = machine.realpath(process.execPath) ?? process.execPath;
-  if (sea?.isSea?.() || script === binary) return { binary, execStart: PROGRAM };
   return { execStart: `${process.execPath} --max-semi-space-size=1 ${script}` };
 }
 

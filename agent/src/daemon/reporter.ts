@@ -30,13 +30,13 @@ import {
   ackReports,
   envelope,
   getReporting,
-  loadSqlite,
   outboxSize,
   pendingReports,
   REPORTING_KEYS,
   setReporting,
 } from "../report/outbox.js";
 import { type BrokerSettings, sameSettings } from "../report/settings.js";
+import { openSqlite } from "../state/sqlite.js";
 
 export interface ReporterDeps {
   /** The machine's filesystem: password and CA files, the session counter. */
@@ -416,8 +416,7 @@ export class Reporter {
     const file = path.join(settings.stateDir, "state.db");
     if (!this.#deps.fs.lstat(file)) return undefined;
     try {
-      const Database = loadSqlite();
-      const db = new Database(file, { fileMustExist: true });
+      const db = openSqlite(file, { fileMustExist: true });
       db.pragma("busy_timeout = 5000");
       // A database no run has migrated yet has no outbox (and nothing to send).
       if (!db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'outbox'").get()) {

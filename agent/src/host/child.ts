@@ -4,6 +4,7 @@
  */
 import { spawn } from "node:child_process";
 import { writeSync } from "node:fs";
+import { isSingleBinary } from "./native.js";
 
 export interface ChildRun<T> {
   /** The report the child wrote on fd 3 (null when it wrote none), and its exit code. */
@@ -13,10 +14,7 @@ export interface ChildRun<T> {
 
 /** Runs this program again with `args`; `input` goes to its stdin; it reports one JSON value on fd 3. */
 export function spawnSelf<T>(args: string[], input: string): ChildRun<T> {
-  const script = process.argv[1];
-  const argv =
-    script && script !== process.execPath ? [...process.execArgv, script, ...args] : [...process.execArgv, ...args];
-  const child = spawn(process.execPath, argv, { stdio: ["pipe", "inherit", "inherit", "pipe"] });
+  const child = spawn(process.execPath, selfArgs(args), { stdio: ["pipe", "inherit", "inherit", "pipe"] });
   child.stdin?.on("error", () => {});
   child.stdin?.end(input);
   const chunks: Buffer[] = [];
@@ -41,6 +39,20 @@ export function spawnSelf<T>(args: string[], input: string): ChildRun<T> {
       if (child.exitCode === null) child.kill(name);
     },
   };
+}
+
+/**
+ * The arguments that start this program again with `args`. The single binary takes every
+ * argument as its own (its Node options, such as --max-semi-space-size, are built in, and
+ * process.argv[1] is only the name it was called by); `node bin/driftless.js` needs its Node
+ * options and its script again.
+ */
+export function selfArgs(args: string[]): string[] {
+  if (isSingleBinary()) return args;
+  const script = process.argv[1];
+  return script && script !== process.execPath
+    ? [...process.execArgv, script, ...args]
+    : [...process.execArgv, ...args];
 }
 
 /** Writes the child's report on fd 3, when the parent opened it. */

@@ -1,7 +1,7 @@
 /**
  * The outbox: reports waiting in state.db until the control plane acknowledges them. Runs append
  * (in the transaction that records the run); the supervisor reads, publishes and deletes on
- * `ack`. This module loads nothing but the SQLite addon, and that only when asked: the
+ * `ack`. This module loads nothing (the database is opened by `state/sqlite.ts`): the
  * supervisor imports it and stays small.
  *
  * - Each report gets the next `seq` of a counter row (`reporting.nextSeq`): per host, strictly
@@ -11,7 +11,6 @@
  * - Bounded: beyond `limit` runs, the oldest are folded into one `summary` row (their count,
  *   results, first start and last end), an older summary at the head folded in again.
  */
-import { createRequire } from "node:module";
 import type BetterSqlite3 from "better-sqlite3";
 
 /** Runs kept whole in the outbox by default (`broker.outboxLimit`). */
@@ -161,10 +160,4 @@ export function outboxSize(db: Db): number {
 export function envelope(host: string, session: number, seq: number, body: string): string {
   const rest = body.length > 2 ? `,${body.slice(1)}` : "}";
   return `{"v":1,"host":${JSON.stringify(host)},"session":${session},"seq":${seq}${rest}`;
-}
-
-/** better-sqlite3 is a native addon: loaded with require, only when the state is needed. */
-export function loadSqlite(): typeof BetterSqlite3 {
-  const require = createRequire(import.meta.url);
-  return require("better-sqlite3") as typeof BetterSqlite3;
 }

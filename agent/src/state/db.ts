@@ -10,14 +10,7 @@ import type BetterSqlite3 from "better-sqlite3";
 import { DriftlessError } from "../errors.js";
 import { systemClock } from "../host/clock.js";
 import { HostFs } from "../host/fs.js";
-import {
-  appendReport,
-  getReporting,
-  loadSqlite,
-  OUTBOX_MIGRATION,
-  REPORTING_KEYS,
-  setReporting,
-} from "../report/outbox.js";
+import { appendReport, getReporting, OUTBOX_MIGRATION, REPORTING_KEYS, setReporting } from "../report/outbox.js";
 import {
   canonicalJson,
   type ReportExtras,
@@ -27,6 +20,7 @@ import {
   syncOf,
 } from "../report/payload.js";
 import type { FileRecord } from "../resources/file/read.js";
+import { openSqlite } from "./sqlite.js";
 
 export interface RunRecord {
   id: string;
@@ -294,8 +288,7 @@ export class StateStore {
 }
 
 function openDatabase(file: string, readonly: boolean): BetterSqlite3.Database {
-  const Database = loadSqlite();
-  const db = new Database(file, { readonly, fileMustExist: readonly });
+  const db = openSqlite(file, { readonly, fileMustExist: readonly });
   try {
     // Reading the schema makes SQLite read the header and first page: a damaged file fails here.
     db.prepare("SELECT count(*) FROM sqlite_master").get();

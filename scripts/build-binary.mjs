@@ -1,0 +1,194 @@
+// `npm run build:binary`: the agent as one file per architecture, dist/driftless-linux-x64 and
+// dist/driftless-linux-arm64: Node single executable applications (Node NODE_VERSION from the npm
+// registry) carrying the agent bundled to one CommonJS file and better-sqlite3's addon compiled
+// in a Debian bullseye tree (glibc 2.31). See docs/install.md, "Building the binary".
+//
+//   node scripts/build-binary.mjs [--arch x64|arm64]... [--json]
+//
+// Needs root (debootstrap, chroot), debootstrap, and qemu-aarch64-static for arm64. Everything is
+// cached by its inputs under /var/cache/driftless-build ($DRIFTLESS_BUILD_CACHE): a build with
+// nothing changed bundles the agent, finds the binaries in the cache and copies them into dist/.
+// --json prints one line per binary: {arch, binary, sysroot, glibc, glibcxx, cached}.
+import { execFileSync, spawnSync } from "node:child_process";
+import { chmodSync, copyFileSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import * as path from "node:path";
+import { parseArgs } from "node:util";
+import { build } from "esbuild";
+import { cachedDir, cacheRoot, hashOf, prune } from "./binary/cache.mjs";
+import {
+  arm64Sysroot,
+  bullseyeTree,
+  NODE_VERSION,
+  nodePackage,
+  sqliteAddon,
+  stripInTree,
+} from "./binary/toolchain.mjs";
+import { agentBundleOptions } from "./build-common.mjs";
+
+/** Bump when this script changes how a binary is made from the same inputs. */
+const RECIPE = 2;
+/** Node options built into the binary (as bin/driftless.js passes them): see docs/benchmarks.md. */
+const EXEC_ARGV = ["--max-semi-space-size=1"];
+/** The sentinel postject looks for in Node's binary. */
+const SEA_FUSE = "NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2";
+/** The asset name agent/src/state/sqlite.ts loads (SQLITE_ADDON_ASSET). */
+const ADDON_ASSET = "better_sqlite3.node";
+const ARCHES = ["x64", "arm64"];
+
+const { values } = parseArgs({
+  options: { arch: { type: "string", multiple: true }, json: { type: "boolean", default: false } },
+});
+const arches = values.arch ?? ARCHES;
+for (const arch of arches) if (!ARCHES.includes(arch)) fail(`unknown --arch ${arch} (x64 or arm64)`);
+
+function fail(message) {
+  process.stderr.write(`build-binary: ${message}\n`);
+  process.exit(1);
+}
+
+if (process.getuid?.() !== 0) fail("needs root (debootstrap and chroot build the addon)");
+
+// One build at a time: the second waits, then finds the first one's work in the cache.
+if (!process.env.DRIFTLESS_BUILD_LOCKED) {
+  mkdirSync(cacheRoot(), { recursive: true });
+  const locked = spawnSync(
+    "flock",
+    [path.join(cacheRoot(), "build.lock"), process.execPath, ...process.argv.slice(1)],
+    {
+      stdio: "inherit",
+      env: { ...process.env, DRIFTLESS_BUILD_LOCKED: "1" },
+    },
+  );
+  process.exit(locked.status ?? 1);
+}
+
+/** The agent as one CommonJS file: a SEA's require() loads only Node's builtins. */
+async function bundle() {
+  const result = await build({
+    ...agentBundleOptions(),
+    stdin: {
+      // What bin/driftless.js does for the ESM bundle.
+      contents: `const { main } = require("./agent/src/main.ts");
+main(process.argv.slice(2)).then(async (code) => {
+  await Promise.all([process.stdout, process.stderr].map((s) => new Promise((done) => s.write("", done))));
+  process.exit(code);
+});`,
+      resolveDir: process.cwd(),
+      sourcefile: "driftless-binary.js",
+      loader: "js",
+    },
+    write: false,
+    outfile: "driftless.cjs",
+    format: "cjs",
+    target: "node24",
+    minify: true,
+    keepNames: false,
+    // No code splitting: every import() is inlined. import.meta only in code for unbundled sources.
+    define: { ...agentBundleOptions().define, "import.meta.url": "__driftlessModuleUrl" },
+    banner: { js: 'var __driftlessModuleUrl = require("node:url").pathToFileURL(__filename).href;' },
+  });
+  const code = result.outputFiles[0].contents;
+  const hash = hashOf(code);
+  const { dir } = await cachedDir("bundle", hash, (temp) => writeFileSync(path.join(temp, "driftless.cjs"), code));
+  return { file: path.join(dir, "driftless.cjs"), hash };
+}
+
+/** The command that runs Node `arch` here: directly, or under qemu for arm64. */
+function nodeCommand(arch, node, tree) {
+  const bin = path.join(node, "bin", "node");
+  if (arch === "x64") return [bin];
+  return ["qemu-aarch64-static", "-L", arm64Sysroot(tree), bin];
+}
+
+/** Node `arch` with the SEA blob (the bundle, the addon, its code cache) injected. */
+async function seaBinary(arch, agent, tree) {
+  const node = await nodePackage(arch);
+  const addon = await sqliteAddon(arch, tree);
+  const addonHash = hashOf(readFileSync(addon));
+  const key = hashOf({ bundle: agent.hash, addon: addonHash, node: NODE_VERSION, arch, recipe: RECIPE, EXEC_ARGV });
+  return cachedDir("binary", key, (temp) => {
+    process.stderr.write(`build-binary: making the ${arch} binary\n`);
+    const config = path.join(temp, "sea-config.json");
+    const blob = path.join(temp, "sea.blob");
+    writeFileSync(
+      config,
+      JSON.stringify({
+        main: agent.file,
+        output: blob,
+        disableExperimentalSEAWarning: true,
+        useCodeCache: true,
+        execArgv: EXEC_ARGV,
+        assets: { [ADDON_ASSET]: addon },
+      }),
+    );
+    // The code cache is V8's for this Node and architecture, made with the same V8 flags.
+    const [command, ...args] = nodeCommand(arch, node, tree);
+    execFileSync(command, [...args, ...EXEC_ARGV, "--experimental-sea-config", config], { stdio: "pipe" });
+    const binary = path.join(temp, `driftless-linux-${arch}`);
+    copyFileSync(path.join(node, "bin", "node"), binary);
+    chmodSync(binary, 0o755);
+    stripInTree(tree, arch, binary); // Node's own build keeps its symbols: 18 MB of 131
+    const postject = path.resolve("node_modules/postject/dist/cli.js");
+    execFileSync(process.execPath, [postject, binary, "NODE_SEA_BLOB", blob, "--sentinel-fuse", SEA_FUSE], {
+      stdio: "pipe",
+    });
+    rmSync(blob);
+    writeFileSync(path.join(temp, "versions.json"), `${JSON.stringify(glibcFloor([binary, addon]))}\n`);
+  }).then(({ dir, hit }) => ({ binary: path.join(dir, `driftless-linux-${arch}`), dir, hit }));
+}
+
+/** The newest GLIBC_ and GLIBCXX_ symbol versions `files` require (readelf: any architecture). */
+function glibcFloor(files) {
+  const newest = (prefix) => {
+    let best = null;
+    for (const file of files) {
+      const text = execFileSync("readelf", ["-V", "--wide", file], { encoding: "utf8", maxBuffer: 64 << 20 });
+      for (const [, version] of text.matchAll(new RegExp(`Name: ${prefix}_([0-9.]+)`, "g"))) {
+        const parts = version.split(".").map(Number);
+        if (!best || compare(parts, best) > 0) best = parts;
+      }
+    }
+    return best ? best.join(".") : null;
+  };
+  return { glibc: newest("GLIBC"), glibcxx: newest("GLIBCXX") };
+}
+
+function compare(a, b) {
+  for (let i = 0; i < Math.max(a.length, b.length); i++) {
+    const d = (a[i] ?? 0) - (b[i] ?? 0);
+    if (d !== 0) return d;
+  }
+  return 0;
+}
+
+const started = Date.now();
+const agent = await bundle();
+const tree = await bullseyeTree();
+mkdirSync("dist", { recursive: true });
+for (const arch of arches) {
+  const made = await seaBinary(arch, agent, tree);
+  const out = path.resolve("dist", `driftless-linux-${arch}`);
+  const temp = `${out}.tmp-${process.pid}`;
+  copyFileSync(made.binary, temp);
+  chmodSync(temp, 0o755);
+  renameSync(temp, out);
+  const versions = JSON.parse(readFileSync(path.join(made.dir, "versions.json"), "utf8"));
+  const summary = {
+    arch,
+    binary: out,
+    sysroot: arch === "arm64" ? arm64Sysroot(tree) : null,
+    ...versions,
+    cached: made.hit,
+  };
+  if (values.json) process.stdout.write(`${JSON.stringify(summary)}\n`);
+  else {
+    const mb = (statSync(out).size / 1e6).toFixed(1);
+    process.stdout.write(
+      `${path.relative(process.cwd(), out)}: ${mb} MB, node ${NODE_VERSION}, needs glibc ${versions.glibc} / GLIBCXX ${versions.glibcxx}${made.hit ? " (cached)" : ""}\n`,
+    );
+  }
+}
+// Bundles and binaries change with every commit: keep the last few of each.
+prune("bundle", 4);
+prune("binary", 4);
+if (!values.json) process.stdout.write(`build-binary: done in ${((Date.now() - started) / 1000).toFixed(1)} s\n`);
