@@ -15,12 +15,11 @@ import Database from "better-sqlite3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AGENT_STATE_DIR, driftless } from "../harness/agent.js";
 import type { TestHost } from "../harness/host.js";
-import { hostSupport } from "../harness/skip.js";
 import { eventually } from "../support/fleet.js";
-import { E2EFleet } from "../support/fleet-hosts.js";
+import { E2EFleet, FLEET_START_TIMEOUT_MS, fleetSupport } from "../support/fleet-hosts.js";
 import { fleet as fleetDoc, profile } from "../support/repo.js";
 
-const support = hostSupport();
+const support = fleetSupport();
 
 /** Where dl-slow's postinst says it started, and waits until the test lets it go on. */
 const STARTED = "/run/dl-slow/started";
@@ -41,7 +40,7 @@ describe.skipIf(!support.can)("hosts that go down hard", () => {
   beforeAll(async () => {
     fleet = await E2EFleet.start({ hosts: 2, packages: [SLOW_PACKAGE] });
     [crashing, rebooting] = fleet.hosts as [TestHost, TestHost];
-  });
+  }, FLEET_START_TIMEOUT_MS);
 
   afterAll(async () => {
     await fleet?.stop();
@@ -94,7 +93,7 @@ describe.skipIf(!support.can)("hosts that go down hard", () => {
       expect(killed.length, "the daemon, its run, apt, dpkg, the postinst").toBeGreaterThanOrEqual(4);
       await host.execChecked("touch", [GO]);
 
-      // systemd restarts the service (Restart=on-failure) and the new agent converges.
+      // systemd restarts the service (Restart=always) and the new agent converges.
       await eventually(
         "systemd to restart driftless",
         async () =>

@@ -17,19 +17,18 @@ import Database from "better-sqlite3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AGENT_STATE_DIR, type StatusRun } from "../harness/agent.js";
 import type { TestHost } from "../harness/host.js";
-import { hostSupport } from "../harness/skip.js";
 import { eventually } from "../support/fleet.js";
-import { E2EFleet } from "../support/fleet-hosts.js";
+import { E2EFleet, FLEET_START_TIMEOUT_MS, fleetSupport } from "../support/fleet-hosts.js";
 import { fleet as fleetDoc, profile } from "../support/repo.js";
 
-const support = hostSupport();
+const support = fleetSupport();
 
 describe.skipIf(!support.can)("a fleet of three hosts when Git or the broker goes away", () => {
   let fleet: E2EFleet;
 
   beforeAll(async () => {
     fleet = await E2EFleet.start({ hosts: 3 });
-  });
+  }, FLEET_START_TIMEOUT_MS);
 
   afterAll(async () => {
     await fleet?.stop();

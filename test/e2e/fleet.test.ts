@@ -14,12 +14,11 @@
 import { createHash } from "node:crypto";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { TestHost } from "../harness/host.js";
-import { hostSupport } from "../harness/skip.js";
-import { E2EFleet } from "../support/fleet-hosts.js";
+import { E2EFleet, FLEET_START_TIMEOUT_MS, fleetSupport } from "../support/fleet-hosts.js";
 import { makeSshKey, type SshKey } from "../support/git-server.js";
 import { fleet as fleetDoc, profile } from "../support/repo.js";
 
-const support = hostSupport();
+const support = fleetSupport();
 
 /** dpkg-query's format: status and version. */
 const DPKG_FORMAT = ["$", "{Status} $", "{Version}"].join("");
@@ -34,7 +33,7 @@ describe.skipIf(!support.can)("a fleet of three hosts following Git, reporting t
 
   beforeAll(async () => {
     fleet = await E2EFleet.start({ hosts: 3, packages: [WEB_PACKAGE] });
-  });
+  }, FLEET_START_TIMEOUT_MS);
 
   afterAll(async () => {
     await fleet?.stop();

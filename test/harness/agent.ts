@@ -3,26 +3,28 @@
  * /usr/local/bin/driftless, its configuration in /etc/driftless, `driftless install` (which
  * writes, enables and starts driftless.service). One place decides how the agent gets there:
  *
- *   const agent = await agentBuild();                          // once per file; agent.dispose() after
+ *   const agent = await agentBuild({ form: "binary" });        // once per file; agent.dispose() after
  *   const host = await bootHost({ binds: agent.binds });
- *   await installAgent(host, { source, hostId: "edge-1", labels: { role: "web" }, broker });
+ *   await installAgent(host, agent, { source, hostId: "edge-1", labels: { role: "web" }, broker });
  *   await driftless(host, "status", "--json");
  *
- * Today (the dev form) the program is this checkout's build run by this machine's Node: a copy
- * of bin/, dist/ and package.json (see `agentBuild()`) bound read-only at /opt/driftless with
- * node_modules, Node at /usr/bin/node, and /usr/local/bin/driftless a wrapper script. The
- * configuration is written here, whole, and `driftless install` (without flags) keeps it.
- *
- * When the single binary and the install flags land, only this module changes: `agentBuild()`
- * binds dist/driftless-linux-x64 instead, `installAgent()` copies it to /usr/local/bin/driftless
- * and runs `driftless install --source URL --ref REF --host NAME --label k=v ... --broker URL
- * --broker-password-file F`, then writes the keys the flags do not cover (mode, interval, splay,
- * trust) into the configuration it made.
+ * Two forms:
+ * - `binary` (what operators install): the x64 single binary (`npm run build:binary`, built
+ *   through test/support/binary.ts) is copied into the host, which has no Node, and its first
+ *   `install` is run with the flags an operator pastes (`--source --ref --host --label --broker
+ *   --broker-password-file`): the binary copies itself to /usr/local/bin/driftless and writes the
+ *   configuration; then the keys the flags do not cover (mode, interval, splay, trust) are written
+ *   into that configuration and the agent is reloaded.
+ * - `dev`: this checkout's build run by this machine's Node: a copy of bin/, dist/ and
+ *   package.json bound read-only at /opt/driftless with node_modules, Node at /usr/bin/node,
+ *   /usr/local/bin/driftless a wrapper script, the configuration written here whole and
+ *   `driftless install` (without flags) keeping it.
  */
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { stringify as stringifyYaml } from "yaml";
+import { ensureBinary } from "../support/binary.js";
 import { agentBinds, type Bind, PROJECT_DIR, type TestHost } from "./host.js";
 import type { ExecResult } from "./process.js";
 import { sleep } from "./process.js";
@@ -68,8 +70,11 @@ export interface StatusRun {
 }
 
 export interface AgentBuild {
-  /** What a host needs bound at boot to run the agent. */
+  form: "binary" | "dev";
+  /** What a host needs bound at boot to run the agent (nothing for the binary). */
   binds: Bind[];
+  /** The single binary on this machine (form `binary`). */
+  binary?: string;
   /** Removes the copy. */
   dispose(): void;
 }
@@ -81,8 +86,14 @@ export interface AgentBuild {
  * `node scripts/build.mjs` in the checkout meanwhile (another test run) empties dist/ for a
  * moment, and a run started then dies with ERR_MODULE_NOT_FOUND.
  */
-export async function agentBuild(): Promise<AgentBuild> {
+export async function agentBuild(options: { form?: "binary" | "dev" } = {}): Promise<AgentBuild> {
   const dir = mkdtempSync(path.join(tmpdir(), "driftless-agent-build-"));
+  if (options.form === "binary") {
+    // A copy: a build in the checkout meanwhile replaces dist/'s file.
+    const binary = path.join(dir, "driftless-linux-x64");
+    cpSync((await ensureBinary("x64")).path, binary);
+    return { form: "binary", binds: [], binary, dispose: () => rmSync(dir, { recursive: true, force: true }) };
+  }
   for (let attempt = 1; ; attempt++) {
     try {
       for (const entry of ["bin", "dist", "package.json"]) {
@@ -102,6 +113,7 @@ export async function agentBuild(): Promise<AgentBuild> {
   }
   mkdirSync(path.join(dir, "node_modules"));
   return {
+    form: "dev",
     binds: [
       ...agentBinds(dir),
       { source: path.join(PROJECT_DIR, "node_modules"), target: "/opt/driftless/node_modules" },
@@ -130,8 +142,27 @@ function missingImports(distDir: string): string[] {
  * running. Called again with other settings, it rewrites the configuration, which the agent reads
  * before each run: the next run (a command, `systemctl reload driftless`) uses it.
  */
-export async function installAgent(host: TestHost, settings: AgentSettings): Promise<void> {
+export async function installAgent(host: TestHost, build: AgentBuild, settings: AgentSettings): Promise<void> {
   const onHost = (rel: string) => path.join(host.rootDir, rel);
+  if (build.form === "binary" && build.binary) {
+    if (existsSync(onHost(AGENT_PROGRAM))) {
+      configureAgent(host, settings);
+      return;
+    }
+    // The keys install's flags do not cover, written first as an image may carry them (a reload
+    // right after the service starts could come before the agent handles SIGHUP).
+    configureAgent(host, settings, { flagKeys: false });
+    // As an operator does: the downloaded binary and a password file, then one install command.
+    cpSync(build.binary, onHost("/root/driftless-linux-x64"));
+    writeFileSync(onHost("/root/mqtt-password"), `${settings.broker?.password ?? ""}\n`, { mode: 0o600 });
+    const install = await host.exec("/root/driftless-linux-x64", installFlags(settings), { env: { NO_COLOR: "1" } });
+    if (install.exitCode !== 2) {
+      throw new Error(`${host.name}: driftless install exited ${install.exitCode}\n${install.stdout}${install.stderr}`);
+    }
+    rmSync(onHost("/root/driftless-linux-x64"));
+    rmSync(onHost("/root/mqtt-password"));
+    return;
+  }
   mkdirSync(onHost("/usr/local/bin"), { recursive: true });
   writeFileSync(onHost(AGENT_PROGRAM), '#!/bin/sh\nexec /usr/bin/node /opt/driftless/bin/driftless.js "$@"\n', {
     mode: 0o755,
@@ -143,20 +174,31 @@ export async function installAgent(host: TestHost, settings: AgentSettings): Pro
   }
 }
 
-/** Writes the agent's configuration (and the files it names) for `settings`; nothing else. */
-export function configureAgent(host: TestHost, settings: AgentSettings): void {
+/** `install` and the flags an operator gives it for `settings` (docs/install.md). */
+function installFlags(settings: AgentSettings): string[] {
+  const flags = ["install", "--source", settings.source, "--ref", settings.ref ?? "main", "--host", settings.hostId];
+  for (const [key, value] of Object.entries(settings.labels ?? {})) flags.push("--label", `${key}=${value}`);
+  if (settings.broker) flags.push("--broker", settings.broker.url, "--broker-password-file", "/root/mqtt-password");
+  return flags;
+}
+
+/**
+ * Writes the agent's configuration (and the files it names) for `settings`; nothing else. With
+ * `flagKeys: false`, leaves out what `driftless install`'s flags write (host, labels, the source's
+ * URL and ref, the broker).
+ */
+export function configureAgent(host: TestHost, settings: AgentSettings, options: { flagKeys?: boolean } = {}): void {
   const onHost = (rel: string) => path.join(host.rootDir, rel);
   mkdirSync(onHost("/etc/driftless"), { recursive: true, mode: 0o755 });
+  const flagKeys = options.flagKeys ?? true;
   const config: Record<string, unknown> = {
     apiVersion: "driftless/v1",
     kind: "AgentConfig",
-    host: settings.hostId,
-    labels: settings.labels ?? {},
+    ...(flagKeys ? { host: settings.hostId, labels: settings.labels ?? {} } : {}),
     mode: settings.mode ?? "enforce",
     stateDir: AGENT_STATE_DIR,
     source: {
-      url: settings.source,
-      ref: settings.ref ?? "main",
+      ...(flagKeys ? { url: settings.source, ref: settings.ref ?? "main" } : {}),
       interval: settings.interval ?? "1h",
       splay: settings.splay ?? "0s",
     },
@@ -165,7 +207,7 @@ export function configureAgent(host: TestHost, settings: AgentSettings): void {
     writeFileSync(onHost(SIGNERS_FILE), `${settings.trust.allowedSigners.join("\n")}\n`, { mode: 0o644 });
     config.trust = { allowedSigners: SIGNERS_FILE, allowRollback: settings.trust.allowRollback ?? false };
   }
-  if (settings.broker) {
+  if (settings.broker && flagKeys) {
     writeFileSync(onHost(PASSWORD_FILE), `${settings.broker.password}\n`, { mode: 0o600 });
     config.broker = {
       url: settings.broker.url,

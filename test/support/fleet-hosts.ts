@@ -28,9 +28,24 @@ import {
 } from "../harness/agent.js";
 import { type AptRepo, createAptRepo, type DebSpec, useAptRepo } from "../harness/deb.js";
 import { bootHosts, type TestHost } from "../harness/host.js";
+import { hostSupport } from "../harness/skip.js";
+import { BUILD_TIMEOUT_MS, binarySupport } from "./binary.js";
 import { addHost, eventually, ServeProcess } from "./fleet.js";
 import { cleanup, createRepo, type GitServer, type SigningKey, startGitServer, type WorkRepo } from "./git-server.js";
 import { tempDir } from "./repo.js";
+
+/**
+ * Whether the fleet's hosts can run here: systemd-nspawn hosts and the x64 single binary they
+ * install. Says why with console.warn when not, so the skip is visible.
+ */
+export function fleetSupport(): { can: boolean; reason: string } {
+  const hosts = hostSupport();
+  if (!hosts.can) return hosts;
+  return binarySupport("x64");
+}
+
+/** Booting the hosts waits for the binary, whose first build on a machine takes minutes. */
+export const FLEET_START_TIMEOUT_MS = BUILD_TIMEOUT_MS;
 
 export interface FleetOptions {
   /** How many hosts to boot. */
@@ -87,7 +102,7 @@ export class E2EFleet {
    * resolves once every host is online in the API, in sync on the repository's first commit.
    */
   static async start(options: FleetOptions): Promise<E2EFleet> {
-    const build = await agentBuild();
+    const build = await agentBuild({ form: "binary" });
     let apt: AptRepo | undefined;
     let hosts: TestHost[] = [];
     let serve: ServeProcess | undefined;
@@ -156,7 +171,7 @@ export class E2EFleet {
       ...settings,
     };
     this.#settings.set(host.name, full);
-    await installAgent(host, full);
+    await installAgent(host, this.#build, full);
   }
 
   /** The settings `host` was last installed with. */

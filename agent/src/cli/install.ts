@@ -93,7 +93,9 @@ Type=simple
 ExecStart=${execStart} agent --config ${DEFAULT_CONFIG}
 # The shell's kill: minimal images have no /bin/kill.
 ExecReload=/bin/sh -c 'kill -HUP $$MAINPID'
-Restart=on-failure
+# Always: also after a death by SIGHUP (a reload in the instant before the agent handles it),
+# which on-failure counts as clean. A stop with systemctl is never restarted.
+Restart=always
 RestartSec=15s
 # The agent finishes the resource under way and records the run within 10 s.
 TimeoutStopSec=15s
