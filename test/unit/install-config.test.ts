@@ -205,7 +205,7 @@ describe("unitFile", () => {
 
   it("runs the agent with the configuration", () => {
     expect(directives.get("ExecStart")).toBe("/usr/local/bin/driftless agent --config /etc/driftless/agent.yaml");
-    expect(directives.get("Restart")).toBe("on-failure");
+    expect(directives.get("Restart")).toBe("always");
   });
 
   it("hardens what the agent does not need, and yields to the host's workload", () => {
