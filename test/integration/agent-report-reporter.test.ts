@@ -123,6 +123,23 @@ describe("the reporter", () => {
     expect(new Set(cp.of("report").map((r) => r.session))).toEqual(new Set([reporter.session]));
   });
 
+  it("sends again from the gap when the same ack comes twice while later reports were sent", async () => {
+    // No ack timeout in this test: only the repeated ack can make the reporter send seq 2 again.
+    const { cp, stateDir } = await setup(3, { ackTimeoutMs: 3_600_000 });
+    await until("three reports", () => cp.of("report").length === 3);
+    // Seq 2 was lost on its way to the store; 1 and 3 were stored: the acks stay at 1.
+    cp.ack(1);
+    cp.ack(1);
+    await until("seq 2 and 3 again", () => cp.of("report").length === 5);
+    expect(cp.of("report").map((r) => r.seq)).toEqual([1, 2, 3, 2, 3]);
+    // Once per stuck value: a third ack of 1 sends nothing more. The acks are handled in order,
+    // so once the outbox is empty (ack 3) the third ack of 1 was handled too.
+    cp.ack(1);
+    cp.ack(3);
+    await until("an empty outbox", () => outboxOf(stateDir).length === 0);
+    expect(cp.of("report")).toHaveLength(5);
+  });
+
   it("ignores acks of another host, malformed ones, and retained acks and commands left on the broker", async () => {
     const { cp, host, stateDir, triggers } = await setup(2, {}, 0, async (cp, host) => {
       // Left retained before the agent connects: it gets them on subscribing, flagged retained.

@@ -11,7 +11,9 @@
  * - Reports are published in seq order, at most `maxInFlight` unacknowledged at a time; a report
  *   leaves the outbox only on the control plane's `ack {upTo}` (never on the broker's PUBACK),
  *   and only once it was sent on this connection.
- *   After a reconnect, or `ackTimeoutMs` without an ack, every unacknowledged report is sent again.
+ *   After a reconnect, or `ackTimeoutMs` without an ack, every unacknowledged report is sent again;
+ *   so are those after `upTo` when the same ack comes twice while later reports were sent (a
+ *   report lost between the broker and the control plane leaves a gap the acks cannot pass).
  * - Facts (retained) are published when their hash differs from the last published one, kept in
  *   state.db: a restart does not publish them again.
  * - Commands: `converge` runs now; `refresh` (host or fleet) fetches and runs after a random part
@@ -77,6 +79,9 @@ export class Reporter {
   #db: BetterSqlite3.Database | undefined;
   /** Highest seq published on this connection; reports after it are next. */
   #sentUpTo = 0;
+  /** The last ack's `upTo` on this connection, and the one a gap was last resent for. */
+  #lastAck: number | undefined;
+  #gapResentFor: number | undefined;
   readonly #inFlight = new Map<number, number>();
   #stopping = false;
 
@@ -205,6 +210,8 @@ export class Reporter {
     this.#attempts = 0;
     this.#connected = true;
     this.#sentUpTo = 0;
+    this.#lastAck = undefined;
+    this.#gapResentFor = undefined;
     this.#inFlight.clear();
     log.info("connected to the broker", { broker: settings.url, session: this.#session });
     this.#publishStatus("online");
@@ -312,6 +319,20 @@ export class Reporter {
     for (const seq of this.#inFlight.keys()) if (seq <= sent) this.#inFlight.delete(seq);
     clearTimeout(this.#ackTimer);
     this.#ackTimer = undefined;
+    const repeated = upTo === this.#lastAck;
+    this.#lastAck = upTo;
+    if (repeated && upTo < this.#sentUpTo && this.#gapResentFor !== upTo) {
+      // The same ack again while later reports were sent: the control plane stores them but is
+      // missing the one after upTo (taken by the broker, lost before it was stored: a control
+      // plane killed in between). Send again from there now, once, not after the ack timeout.
+      this.#gapResentFor = upTo;
+      this.#deps.log.info("acknowledgements stuck below the reports sent; sending again from the gap", {
+        from: upTo + 1,
+        to: this.#sentUpTo,
+      });
+      this.#inFlight.clear();
+      this.#sentUpTo = upTo;
+    }
     this.#drain();
   }
 
