@@ -23,7 +23,7 @@ import {
   sqliteAddon,
   stripInTree,
 } from "./binary/toolchain.mjs";
-import { agentBundleOptions } from "./build-common.mjs";
+import { agentBundleOptions, asciiOnly } from "./build-common.mjs";
 
 /** Bump when this script changes how a binary is made from the same inputs. */
 const RECIPE = 2;
@@ -87,7 +87,7 @@ main(process.argv.slice(2)).then(async (code) => {
     define: { ...agentBundleOptions().define, "import.meta.url": "__driftlessModuleUrl" },
     banner: { js: 'var __driftlessModuleUrl = require("node:url").pathToFileURL(__filename).href;' },
   });
-  const code = result.outputFiles[0].contents;
+  const code = Buffer.from(asciiOnly(result.outputFiles[0].text, "driftless.cjs"));
   const hash = hashOf(code);
   const { dir } = await cachedDir("bundle", hash, (temp) => writeFileSync(path.join(temp, "driftless.cjs"), code));
   return { file: path.join(dir, "driftless.cjs"), hash };
