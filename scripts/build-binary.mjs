@@ -26,7 +26,7 @@ import {
 import { agentBundleOptions, asciiOnly } from "./build-common.mjs";
 
 /** Bump when this script changes how a binary is made from the same inputs. */
-const RECIPE = 2;
+const RECIPE = 3;
 /** Node options built into the binary (as bin/driftless.js passes them): see docs/benchmarks.md. */
 const EXEC_ARGV = ["--max-semi-space-size=1"];
 /** The sentinel postject looks for in Node's binary. */
@@ -110,6 +110,8 @@ async function seaBinary(arch, agent, tree) {
     process.stderr.write(`build-binary: making the ${arch} binary\n`);
     const config = path.join(temp, "sea-config.json");
     const blob = path.join(temp, "sea.blob");
+    const addonHashFile = path.join(temp, "addon.sha256");
+    writeFileSync(addonHashFile, addonHash);
     writeFileSync(
       config,
       JSON.stringify({
@@ -118,7 +120,8 @@ async function seaBinary(arch, agent, tree) {
         disableExperimentalSEAWarning: true,
         useCodeCache: true,
         execArgv: EXEC_ARGV,
-        assets: { [ADDON_ASSET]: addon },
+        // Its hash too, so the addon's pages are not read at every start (agent/src/host/native.ts).
+        assets: { [ADDON_ASSET]: addon, [`${ADDON_ASSET}.sha256`]: addonHashFile },
       }),
     );
     // The code cache is V8's for this Node and architecture, made with the same V8 flags.

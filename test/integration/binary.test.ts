@@ -6,6 +6,7 @@
  * x64 one also runs as the daemon, which starts each run as a child process of itself.
  */
 import { type ChildProcess, spawn } from "node:child_process";
+import { createHash } from "node:crypto";
 import { readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -99,6 +100,10 @@ for (const arch of ["x64", "arm64"] as const satisfies readonly Arch[]) {
       const stateDir = path.join(root, "var/lib/driftless");
       const native = readdirSync(path.join(stateDir, "native"));
       expect(native).toEqual([expect.stringMatching(/^better_sqlite3-[0-9a-f]{16}\.node$/)]);
+      // Named by the hash the build carries in the binary: that of the file's bytes.
+      const addonBytes = readFileSync(path.join(stateDir, "native", native[0] as string));
+      const addonHash = createHash("sha256").update(addonBytes).digest("hex").slice(0, 16);
+      expect(native[0]).toBe(`better_sqlite3-${addonHash}.node`);
 
       const status = await bin.run(["status", "--root", root, "--json"]);
       expect(status.exitCode, status.stderr).toBe(0);
