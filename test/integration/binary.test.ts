@@ -59,6 +59,18 @@ for (const arch of ["x64", "arm64"] as const satisfies readonly Arch[]) {
       }
     });
 
+    it("runs its two programs with the code caches V8 made at build time", async () => {
+      // The full program (every command, every run) and the supervisor (`agent` alone): a cache
+      // V8 rejects (another Node, other flags) would cost each run its compile time, silently.
+      const full = await bin.run(["plan", "--help"], { env: { DRIFTLESS_DEBUG: "1" } });
+      expect(full.exitCode, full.stderr).toBe(0);
+      expect(full.stderr).toBe("driftless: driftless.js: code cache accepted\n");
+      const supervisor = await bin.run(["agent", "--help"], { env: { DRIFTLESS_DEBUG: "1" } });
+      expect(supervisor.exitCode, supervisor.stderr).toBe(0);
+      expect(supervisor.stderr).toBe("driftless: supervisor.js: code cache accepted\n");
+      expect(supervisor.stdout).toContain("Usage: driftless agent");
+    });
+
     it("prints the facts as JSON", async () => {
       const result = await bin.run(["facts", "--json"]);
       expect(result.exitCode, result.stderr).toBe(0);
@@ -129,7 +141,11 @@ for (const arch of ["x64", "arm64"] as const satisfies readonly Arch[]) {
         );
         const [file, ...args] = bin.command(["agent", "--config", config, "--root", root, "--log-format", "json"]);
         let log = "";
-        const agent: ChildProcess = spawn(file, args, { stdio: ["ignore", "ignore", "pipe"] });
+        // DRIFTLESS_DEBUG: each process says which program it runs (the daemon first, then its run).
+        const agent: ChildProcess = spawn(file, args, {
+          stdio: ["ignore", "ignore", "pipe"],
+          env: { ...process.env, DRIFTLESS_DEBUG: "1" },
+        });
         agent.stderr?.on("data", (chunk: Buffer) => {
           log += chunk.toString("utf8");
         });
@@ -141,6 +157,11 @@ for (const arch of ["x64", "arm64"] as const satisfies readonly Arch[]) {
             60_000,
           );
           expect(readFileSync(path.join(root, SMALL_PROFILE.motd), "utf8")).toContain("edge-2");
+          // The daemon holds only the supervisor program; the run, a child, the full one.
+          expect(log.split("\n").filter((line) => line.startsWith("driftless: "))).toEqual([
+            "driftless: supervisor.js: code cache accepted",
+            "driftless: driftless.js: code cache accepted",
+          ]);
         } finally {
           agent.kill("SIGTERM");
         }
