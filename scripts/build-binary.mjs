@@ -26,7 +26,7 @@ import {
 import { agentBundleOptions, asciiOnly } from "./build-common.mjs";
 
 /** Bump when this script changes how a binary is made from the same inputs. */
-const RECIPE = 5;
+const RECIPE = 6;
 /** Node options built into the binary (as bin/driftless.js passes them): see docs/benchmarks.md. */
 const EXEC_ARGV = ["--max-semi-space-size=1"];
 /** The sentinel postject looks for in Node's binary. */
@@ -91,6 +91,7 @@ function binaryOptions() {
     keepNames: false,
     // No code splitting: every import() is inlined. import.meta only in code for unbundled sources.
     define: { ...agentBundleOptions().define, "import.meta.url": "__driftlessModuleUrl" },
+    alias: { ws: path.resolve("scripts/binary/no-websocket.cjs") },
   };
 }
 
