@@ -1,7 +1,9 @@
 // `npm run build:binary`: the agent as one file per architecture, dist/driftless-linux-x64 and
 // dist/driftless-linux-arm64: Node single executable applications (Node NODE_VERSION from the npm
-// registry) carrying the agent bundled to one CommonJS file and better-sqlite3's addon compiled
-// in a Debian bullseye tree (glibc 2.31). See docs/install.md, "Building the binary".
+// registry) carrying a small main script (agent/src/sea-main.ts), the agent as two CommonJS
+// programs with their V8 code caches (the daemon's supervisor; everything else), and
+// better-sqlite3's addon compiled in a Debian bullseye tree (glibc 2.31). See docs/install.md,
+// "Building the binary".
 //
 //   node scripts/build-binary.mjs [--arch x64|arm64]... [--json]
 //
