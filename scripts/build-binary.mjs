@@ -1,7 +1,9 @@
 // `npm run build:binary`: the agent as one file per architecture, dist/driftless-linux-x64 and
 // dist/driftless-linux-arm64: Node single executable applications (Node NODE_VERSION from the npm
-// registry) carrying the agent bundled to one CommonJS file and better-sqlite3's addon compiled
-// in a Debian bullseye tree (glibc 2.31). See docs/install.md, "Building the binary".
+// registry) carrying a small main script (agent/src/sea-main.ts), the agent as two CommonJS
+// programs with their V8 code caches (the daemon's supervisor; everything else), and
+// better-sqlite3's addon compiled in a Debian bullseye tree (glibc 2.31). See docs/install.md,
+// "Building the binary".
 //
 //   node scripts/build-binary.mjs [--arch x64|arm64]... [--json]
 //
@@ -23,10 +25,10 @@ import {
   sqliteAddon,
   stripInTree,
 } from "./binary/toolchain.mjs";
-import { agentBundleOptions } from "./build-common.mjs";
+import { agentBundleOptions, asciiOnly } from "./build-common.mjs";
 
 /** Bump when this script changes how a binary is made from the same inputs. */
-const RECIPE = 2;
+const RECIPE = 6;
 /** Node options built into the binary (as bin/driftless.js passes them): see docs/benchmarks.md. */
 const EXEC_ARGV = ["--max-semi-space-size=1"];
 /** The sentinel postject looks for in Node's binary. */
@@ -62,35 +64,77 @@ if (!process.env.DRIFTLESS_BUILD_LOCKED) {
   process.exit(locked.status ?? 1);
 }
 
-/** The agent as one CommonJS file: a SEA's require() loads only Node's builtins. */
-async function bundle() {
-  const result = await build({
+/** The binary's main script and its two programs (agent/src/sea-main.ts), in the bundle cache. */
+const PROGRAMS = {
+  /** The long-lived `driftless agent`: what supervise() needs, nothing of the runs. */
+  supervisor: { entry: "agent/src/daemon/supervisor-main.ts", asset: "supervisor.js", warmUp: [["agent", "--help"]] },
+  /** Everything else, and every run. Its code cache is made after loading every command's modules. */
+  full: {
+    entry: "agent/src/main.ts",
+    asset: "driftless.js",
+    warmUp: [
+      ["--help"],
+      ...["plan", "apply", "agent", "status", "install", "facts", "schema"].map((command) => [command, "--help"]),
+    ],
+  },
+};
+const DISPATCHER = "dispatcher.cjs";
+/** Modules the supervisor program must not hold (checked on esbuild's metafile). */
+const NOT_IN_SUPERVISOR = ["agent/src/main.ts", "agent/src/cli/agent-run.ts", "agent/src/daemon/cycle.ts"];
+
+/** esbuild options of the binary's scripts: CommonJS (a SEA's require() loads only Node's builtins). */
+function binaryOptions() {
+  return {
     ...agentBundleOptions(),
-    stdin: {
-      // What bin/driftless.js does for the ESM bundle.
-      contents: `const { main } = require("./agent/src/main.ts");
-main(process.argv.slice(2)).then(async (code) => {
-  await Promise.all([process.stdout, process.stderr].map((s) => new Promise((done) => s.write("", done))));
-  process.exit(code);
-});`,
-      resolveDir: process.cwd(),
-      sourcefile: "driftless-binary.js",
-      loader: "js",
-    },
     write: false,
-    outfile: "driftless.cjs",
     format: "cjs",
     target: "node24",
     minify: true,
     keepNames: false,
     // No code splitting: every import() is inlined. import.meta only in code for unbundled sources.
     define: { ...agentBundleOptions().define, "import.meta.url": "__driftlessModuleUrl" },
-    banner: { js: 'var __driftlessModuleUrl = require("node:url").pathToFileURL(__filename).href;' },
+    alias: { ws: path.resolve("scripts/binary/no-websocket.cjs") },
+  };
+}
+
+/**
+ * A program asset: `entry` bundled, wrapped as the function expression agent/src/sea-main.ts calls
+ * (no string is concatenated at run time). Returns its text and the modules in it.
+ */
+async function program(entry) {
+  const result = await build({
+    ...binaryOptions(),
+    entryPoints: [entry],
+    outfile: "program.js",
+    metafile: true,
+    banner: {
+      js: '(function (exports, require, module, __filename, __dirname) {var __driftlessModuleUrl = require("node:url").pathToFileURL(__filename).href;',
+    },
+    footer: { js: "\n})" },
   });
-  const code = result.outputFiles[0].contents;
-  const hash = hashOf(code);
-  const { dir } = await cachedDir("bundle", hash, (temp) => writeFileSync(path.join(temp, "driftless.cjs"), code));
-  return { file: path.join(dir, "driftless.cjs"), hash };
+  // The modules with code in the output (metafile.inputs also lists those tree-shaken away).
+  const inputs = Object.values(result.metafile.outputs)[0].inputs;
+  const modules = Object.keys(inputs).filter((module) => inputs[module].bytesInOutput > 0);
+  return { text: asciiOnly(result.outputFiles[0].text, entry), modules };
+}
+
+/** The dispatcher and the two programs, in the bundle cache (keyed by their bytes). */
+async function bundle() {
+  const dispatcher = await build({ ...binaryOptions(), entryPoints: ["agent/src/sea-main.ts"], outfile: DISPATCHER });
+  const supervisor = await program(PROGRAMS.supervisor.entry);
+  const strays = NOT_IN_SUPERVISOR.filter((module) => supervisor.modules.includes(module));
+  if (strays.length > 0) fail(`the supervisor program holds ${strays.join(", ")}: keep the run's code out of it`);
+  const full = await program(PROGRAMS.full.entry);
+  const files = {
+    [DISPATCHER]: asciiOnly(dispatcher.outputFiles[0].text, DISPATCHER),
+    [PROGRAMS.supervisor.asset]: supervisor.text,
+    [PROGRAMS.full.asset]: full.text,
+  };
+  const hash = hashOf(files);
+  const { dir } = await cachedDir("bundle", hash, (temp) => {
+    for (const [name, text] of Object.entries(files)) writeFileSync(path.join(temp, name), text);
+  });
+  return { dir, hash };
 }
 
 /** The command that runs Node `arch` here: directly, or under qemu for arm64. */
@@ -100,7 +144,7 @@ function nodeCommand(arch, node, tree) {
   return ["qemu-aarch64-static", "-L", arm64Sysroot(tree), bin];
 }
 
-/** Node `arch` with the SEA blob (the bundle, the addon, its code cache) injected. */
+/** Node `arch` with the SEA blob (the dispatcher, the programs and their code caches, the addon) injected. */
 async function seaBinary(arch, agent, tree) {
   const node = await nodePackage(arch);
   const addon = await sqliteAddon(arch, tree);
@@ -110,19 +154,43 @@ async function seaBinary(arch, agent, tree) {
     process.stderr.write(`build-binary: making the ${arch} binary\n`);
     const config = path.join(temp, "sea-config.json");
     const blob = path.join(temp, "sea.blob");
+    const addonHashFile = path.join(temp, "addon.sha256");
+    writeFileSync(addonHashFile, addonHash);
+    // Each program's code cache: V8's, for this Node and architecture, made with the binary's V8
+    // flags (else V8 rejects it). Without one, compiling even the supervisor's 0.6 MB leaves 6 MB
+    // of the parser's memory in the daemon's malloc heap (docs/benchmarks.md).
+    const [command, ...args] = nodeCommand(arch, node, tree);
+    const assets = {};
+    for (const { asset, warmUp } of Object.values(PROGRAMS)) {
+      const source = path.join(agent.dir, asset);
+      const cache = path.join(temp, `${asset}.cache`);
+      const warm = warmUp.map((argv) => JSON.stringify(argv));
+      execFileSync(
+        command,
+        [...args, ...EXEC_ARGV, path.resolve("scripts/binary/code-cache.cjs"), source, cache, ...warm],
+        {
+          stdio: ["ignore", "ignore", "pipe"],
+          env: { ...process.env, NO_COLOR: "1" },
+        },
+      );
+      Object.assign(assets, { [asset]: source, [`${asset}.cache`]: cache });
+    }
     writeFileSync(
       config,
       JSON.stringify({
-        main: agent.file,
+        main: path.join(agent.dir, DISPATCHER),
         output: blob,
         disableExperimentalSEAWarning: true,
-        useCodeCache: true,
+        useCodeCache: false,
         execArgv: EXEC_ARGV,
-        assets: { [ADDON_ASSET]: addon },
+        assets: {
+          [ADDON_ASSET]: addon,
+          // Its hash too, so the addon's pages are not read at every start (agent/src/host/native.ts).
+          [`${ADDON_ASSET}.sha256`]: addonHashFile,
+          ...assets,
+        },
       }),
     );
-    // The code cache is V8's for this Node and architecture, made with the same V8 flags.
-    const [command, ...args] = nodeCommand(arch, node, tree);
     execFileSync(command, [...args, ...EXEC_ARGV, "--experimental-sea-config", config], { stdio: "pipe" });
     const binary = path.join(temp, `driftless-linux-${arch}`);
     copyFileSync(path.join(node, "bin", "node"), binary);
@@ -133,6 +201,7 @@ async function seaBinary(arch, agent, tree) {
       stdio: "pipe",
     });
     rmSync(blob);
+    for (const { asset } of Object.values(PROGRAMS)) rmSync(path.join(temp, `${asset}.cache`));
     writeFileSync(path.join(temp, "versions.json"), `${JSON.stringify(glibcFloor([binary, addon]))}\n`);
   }).then(({ dir, hit }) => ({ binary: path.join(dir, `driftless-linux-${arch}`), dir, hit }));
 }

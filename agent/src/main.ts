@@ -3,23 +3,12 @@
  * Each command is imported when it runs: the bundle splits them into chunks, so the long-lived
  * `driftless agent` supervisor never loads the validation, template or Git code its runs use.
  */
-import { type Io, terminalProgress } from "./cli/io.js";
-import { makeStyle } from "./cli/style.js";
+import { defaultIo } from "./cli/default-io.js";
+import type { Io } from "./cli/io.js";
 import { DriftlessError, ErrorList } from "./errors.js";
-import { systemClock } from "./host/clock.js";
-import { systemRunner } from "./host/runner.js";
+import { VERSION, versionLine } from "./version.js";
 
-export const VERSION = "0.1.0";
-
-/** Set by the bundles (scripts/build.mjs, scripts/build-binary.mjs) to `git rev-parse HEAD`. */
-declare const DRIFTLESS_COMMIT: string | undefined;
-/** The Git commit this program was built from; "unknown" outside a Git checkout or unbundled. */
-export const COMMIT = typeof DRIFTLESS_COMMIT === "string" ? DRIFTLESS_COMMIT : "unknown";
-
-/** What `driftless --version` prints: version, commit, Node version and architecture. */
-export function versionLine(): string {
-  return `driftless ${VERSION} (commit ${COMMIT}, node ${process.version}, ${process.platform}-${process.arch})`;
-}
+export { VERSION, versionLine } from "./version.js";
 
 const HELP = `Driftless agent ${VERSION}: keeps this host at the state declared in a Git repository.
 
@@ -47,18 +36,6 @@ Prints the JSON Schema of profile repository documents (Fleet, Profile), for edi
 --agent, the schema of /etc/driftless/agent.yaml. The project keeps copies in
 profiles/schema.json and docs/agent.schema.json.
 `;
-
-export function defaultIo(): Io {
-  const color = Boolean(process.stdout.isTTY) && !process.env.NO_COLOR;
-  return {
-    out: (line) => process.stdout.write(`${line}\n`),
-    err: (line) => process.stderr.write(`${line}\n`),
-    style: makeStyle(color),
-    runner: systemRunner,
-    clock: systemClock,
-    progress: () => terminalProgress(process.stderr, systemClock),
-  };
-}
 
 export async function main(argv: string[], io: Io = defaultIo()): Promise<number> {
   const [command, ...args] = argv;

@@ -6,6 +6,7 @@
  * x64 one also runs as the daemon, which starts each run as a child process of itself.
  */
 import { type ChildProcess, spawn } from "node:child_process";
+import { createHash } from "node:crypto";
 import { readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -23,7 +24,9 @@ import {
   smallRepo,
 } from "../support/binary.js";
 import { waitFor } from "../support/mqtt.js";
+import { freePort } from "../support/ports.js";
 import { cleanupTemp, tempDir } from "../support/repo.js";
+import { AedesBroker } from "../support/reporting.js";
 
 /** Debian 11, Ubuntu 20.04, Raspberry Pi OS bullseye. */
 const GLIBC_FLOOR = "2.31";
@@ -56,6 +59,18 @@ for (const arch of ["x64", "arm64"] as const satisfies readonly Arch[]) {
           ),
         );
       }
+    });
+
+    it("runs its two programs with the code caches V8 made at build time", async () => {
+      // The full program (every command, every run) and the supervisor (`agent` alone): a cache
+      // V8 rejects (another Node, other flags) would cost each run its compile time, silently.
+      const full = await bin.run(["plan", "--help"], { env: { DRIFTLESS_DEBUG: "1" } });
+      expect(full.exitCode, full.stderr).toBe(0);
+      expect(full.stderr).toBe("driftless: driftless.js: code cache accepted\n");
+      const supervisor = await bin.run(["agent", "--help"], { env: { DRIFTLESS_DEBUG: "1" } });
+      expect(supervisor.exitCode, supervisor.stderr).toBe(0);
+      expect(supervisor.stderr).toBe("driftless: supervisor.js: code cache accepted\n");
+      expect(supervisor.stdout).toContain("Usage: driftless agent");
     });
 
     it("prints the facts as JSON", async () => {
@@ -99,6 +114,10 @@ for (const arch of ["x64", "arm64"] as const satisfies readonly Arch[]) {
       const stateDir = path.join(root, "var/lib/driftless");
       const native = readdirSync(path.join(stateDir, "native"));
       expect(native).toEqual([expect.stringMatching(/^better_sqlite3-[0-9a-f]{16}\.node$/)]);
+      // Named by the hash the build carries in the binary: that of the file's bytes.
+      const addonBytes = readFileSync(path.join(stateDir, "native", native[0] as string));
+      const addonHash = createHash("sha256").update(addonBytes).digest("hex").slice(0, 16);
+      expect(native[0]).toBe(`better_sqlite3-${addonHash}.node`);
 
       const status = await bin.run(["status", "--root", root, "--json"]);
       expect(status.exitCode, status.stderr).toBe(0);
@@ -113,33 +132,48 @@ for (const arch of ["x64", "arm64"] as const satisfies readonly Arch[]) {
 
     // Under qemu the daemon adds nothing the x64 run does not show.
     if (arch === "x64")
-      it("runs as the daemon, which starts each run as a child of the binary", async () => {
+      it("runs as the daemon, which starts each run as a child of the binary and reports to a broker", async () => {
+        const broker = new AedesBroker(await freePort());
+        await broker.start();
         const dir = tempDir("driftless-bin-agent-");
         const root = path.join(dir, "root");
         const stateDir = path.join(dir, "state");
         const config = path.join(dir, "agent.yaml");
         writeFileSync(
           config,
-          `apiVersion: driftless/v1\nkind: AgentConfig\nhost: edge-2\nstateDir: ${stateDir}\nsource:\n  url: ${JSON.stringify(repo)}\n  interval: 1h\n  splay: 0s\n`,
+          `apiVersion: driftless/v1\nkind: AgentConfig\nhost: edge-2\nstateDir: ${stateDir}\nsource:\n  url: ${JSON.stringify(repo)}\n  interval: 1h\n  splay: 0s\nbroker:\n  url: ${broker.url}\n`,
         );
         const [file, ...args] = bin.command(["agent", "--config", config, "--root", root, "--log-format", "json"]);
         let log = "";
-        const agent: ChildProcess = spawn(file, args, { stdio: ["ignore", "ignore", "pipe"] });
+        // DRIFTLESS_DEBUG: each process says which program it runs (the daemon first, then its run).
+        const agent: ChildProcess = spawn(file, args, {
+          stdio: ["ignore", "ignore", "pipe"],
+          env: { ...process.env, DRIFTLESS_DEBUG: "1" },
+        });
         agent.stderr?.on("data", (chunk: Buffer) => {
           log += chunk.toString("utf8");
         });
         const exited = new Promise<number | null>((resolve) => agent.on("close", (code) => resolve(code)));
         try {
           await waitFor(
-            () => `a run of the daemon:\n${log}`,
-            () => log.includes('"run finished"'),
+            () => `a run of the daemon, and its connection to the broker:\n${log}`,
+            () => log.includes('"run finished"') && log.includes('"connected to the broker"'),
             60_000,
           );
           expect(readFileSync(path.join(root, SMALL_PROFILE.motd), "utf8")).toContain("edge-2");
+          // The daemon holds only the supervisor program; the run, a child, the full one.
+          expect(log.split("\n").filter((line) => line.startsWith("driftless: "))).toEqual([
+            "driftless: supervisor.js: code cache accepted",
+            "driftless: driftless.js: code cache accepted",
+          ]);
         } finally {
           agent.kill("SIGTERM");
+          await exited;
+          await broker.stop();
         }
         expect(await exited, log).toBe(0);
+        // Node 24 warns of deprecated APIs on stderr, into the journal (MQTT.js given a URL: DEP0169).
+        expect(log).not.toContain("Warning");
         const status = await bin.run(["status", "--state", stateDir, "--json"]);
         expect((JSON.parse(status.stdout) as { runs: { result: string }[] }).runs.map((r) => r.result)).toEqual([
           "changed",

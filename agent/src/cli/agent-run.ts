@@ -11,6 +11,7 @@ import type { Logger } from "../log.js";
 import type { BrokerSettings } from "../report/settings.js";
 import { detectPackageManager } from "../resources/package/apt.js";
 import { createSystemdManager } from "../resources/service/systemd.js";
+import { VERSION } from "../version.js";
 import type { Io } from "./io.js";
 
 export interface OnceOptions {
@@ -94,7 +95,6 @@ const ONCE_REPORT_TIMEOUT_MS = 30_000;
  */
 async function reportOnce(broker: BrokerSettings, fs: HostFs, io: Io, log: Logger): Promise<void> {
   const { Reporter } = await import("../daemon/reporter.js");
-  const { VERSION } = await import("../main.js");
   const reporter = new Reporter({ fs, clock: io.clock, log, version: VERSION, trigger: () => {} });
   await reporter.configure(broker);
   if (!(await reporter.flush(ONCE_REPORT_TIMEOUT_MS)))

@@ -1,14 +1,11 @@
 /**
- * `driftless agent`: the supervisor (default), one run (`--once`), or a run started by the
- * supervisor (`--run`, internal). This module stays small: the supervisor loads nothing else.
+ * `driftless agent`: the supervisor (default, daemon/supervisor-main.ts), one run (`--once`), or
+ * a run started by the supervisor (`--run`, internal). This module stays small: the supervisor
+ * loads it, and nothing of the run's code (the single binary's supervisor program leaves
+ * `runAgent` out; scripts/build-binary.mjs checks that agent-run.ts is not in it).
  */
 import * as path from "node:path";
 import { DEFAULT_CONFIG, ENV_OVERRIDES } from "../config/env.js";
-import type { RunReport } from "../daemon/agent.js";
-import type { Reporter } from "../daemon/reporter.js";
-import { Supervisor } from "../daemon/supervisor.js";
-import { spawnSelf } from "../host/child.js";
-import { HostFs } from "../host/fs.js";
 import { createLogger, isLevel, type Logger } from "../log.js";
 import { parse } from "./args.js";
 import type { Io } from "./io.js";
@@ -50,7 +47,15 @@ export const AGENT_OPTIONS = {
   failures: { type: "string" },
 } as const;
 
-export async function runAgent(args: string[], io: Io): Promise<number> {
+/** `driftless agent`'s command line, read: what every mode needs. */
+export interface AgentCall {
+  values: ReturnType<typeof parse<typeof AGENT_OPTIONS>>["values"];
+  configFile: string;
+  log: Logger;
+}
+
+/** Reads `driftless agent`'s arguments (`args`: after `agent`); an exit code when done (help, a bad option). */
+export function readAgentCall(args: string[], io: Io): AgentCall | number {
   const { values } = parse(args, AGENT_OPTIONS);
   if (values.help) {
     io.out(AGENT_HELP);
@@ -72,8 +77,13 @@ export async function runAgent(args: string[], io: Io): Promise<number> {
     level,
     now: () => io.clock.now(),
   });
-  const configFile = path.resolve(values.config ?? DEFAULT_CONFIG);
+  return { values, configFile: path.resolve(values.config ?? DEFAULT_CONFIG), log };
+}
 
+export async function runAgent(args: string[], io: Io): Promise<number> {
+  const call = readAgentCall(args, io);
+  if (typeof call === "number") return call;
+  const { values, configFile, log } = call;
   if (values.once || values.run) {
     const { runOnce } = await import("./agent-run.js");
     return runOnce(
@@ -89,88 +99,6 @@ export async function runAgent(args: string[], io: Io): Promise<number> {
       log,
     );
   }
+  const { supervise } = await import("../daemon/supervisor-main.js");
   return supervise(configFile, args, io, log);
-}
-
-/** The long-lived process: schedules runs, passes signals on, never loads the run's code. */
-async function supervise(configFile: string, args: string[], io: Io, log: Logger): Promise<number> {
-  const fs = new HostFs("/");
-  if (fs.readTextIfExists(configFile) === null && !process.env.DRIFTLESS_SOURCE_URL) {
-    io.err(
-      `driftless agent: no configuration at ${configFile}; create it (driftless install writes one) or set DRIFTLESS_SOURCE_URL`,
-    );
-    return 1;
-  }
-  const passOn = args.filter((a, i) => a !== "--once" && !(i > 0 && args[i - 1] === "--config") && a !== "--config");
-  // Reporting is loaded (MQTT.js, the SQLite addon) only once a run says the configuration has a broker.
-  let reporter: Reporter | undefined;
-  let reporting = Promise.resolve();
-  const onRunEnd = (report: RunReport | null) => {
-    reporting = reporting.then(async () => {
-      const broker = report?.broker;
-      if (broker && !reporter) {
-        const { Reporter } = await import("../daemon/reporter.js");
-        const { VERSION } = await import("../main.js");
-        reporter = new Reporter({
-          fs,
-          clock: io.clock,
-          log,
-          version: VERSION,
-          trigger: (kind) => supervisor.trigger(kind),
-        });
-      }
-      if (broker !== undefined) await reporter?.configure(broker);
-      reporter?.runEnded();
-      const m = process.memoryUsage();
-      const mb = (n: number) => Math.round((n / 1048576) * 10) / 10;
-      log.debug("daemon memory", {
-        rssMB: mb(m.rss),
-        heapMB: mb(m.heapTotal),
-        heapUsedMB: mb(m.heapUsed),
-        externalMB: mb(m.external),
-      });
-    });
-    // One failure (an addon that does not load) must not stop the reporting of later runs.
-    reporting = reporting.catch((error: unknown) => log.error("reporting failed", { error: (error as Error).message }));
-  };
-  const supervisor = new Supervisor({
-    readConfig: () => fs.readTextIfExists(configFile),
-    clock: io.clock,
-    log,
-    onRunEnd,
-    onStop: async () => {
-      await reporting;
-      await reporter?.stop();
-    },
-    startRun: (request) =>
-      spawnSelf<RunReport>(
-        [
-          "agent",
-          "--run",
-          "--config",
-          configFile,
-          ...passOn,
-          ...(request.fetch ? [] : ["--no-fetch"]),
-          ...(request.splayFirst ? ["--splay-first"] : []),
-          "--failures",
-          String(request.failures),
-        ],
-        request.configText,
-      ),
-  });
-  supervisor.start();
-  return await new Promise<number>((resolve) => {
-    const stop = (signal: string) => {
-      log.info("stopping", { signal });
-      // Whatever happens, the process is gone within 10 s.
-      setTimeout(() => process.exit(1), 9_800).unref();
-      supervisor.stop().then(
-        () => resolve(0),
-        () => resolve(1),
-      );
-    };
-    process.once("SIGTERM", () => stop("SIGTERM"));
-    process.once("SIGINT", () => stop("SIGINT"));
-    process.on("SIGHUP", () => supervisor.reload());
-  });
 }

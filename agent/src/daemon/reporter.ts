@@ -65,6 +65,25 @@ const MAX_IN_FLIGHT_BYTES = 4 * 1024 * 1024;
 /** How long a clean stop waits for the broker to take the `offline` status. */
 const OFFLINE_TIMEOUT_MS = 2_000;
 
+/**
+ * The broker URL (`mqtt://` or `mqtts://`, checked by the configuration's schema) as MQTT.js
+ * options. Given the URL as a string, MQTT.js parses it with `url.parse()`, which Node 24 marks
+ * deprecated (DEP0169: a warning in the daemon's journal). Credentials in the URL win over the
+ * configured ones, as they did when MQTT.js parsed it.
+ */
+export function brokerAddress(url: string): IClientOptions {
+  const parsed = new URL(url);
+  const hostname = parsed.hostname.replace(/^\[(.*)\]$/, "$1"); // [::1] to ::1, as net.connect wants
+  return {
+    protocol: parsed.protocol === "mqtts:" ? "mqtts" : "mqtt",
+    host: hostname,
+    hostname,
+    ...(parsed.port ? { port: Number(parsed.port) } : {}),
+    ...(parsed.username ? { username: decodeURIComponent(parsed.username) } : {}),
+    ...(parsed.password ? { password: decodeURIComponent(parsed.password) } : {}),
+  };
+}
+
 export class Reporter {
   readonly #deps: ReporterDeps;
   #settings: BrokerSettings | null = null;
@@ -173,7 +192,7 @@ export class Reporter {
       this.#scheduleReconnect();
       return;
     }
-    const client = connect(settings.url, options);
+    const client = connect({ ...options, ...brokerAddress(settings.url) });
     this.#client = client;
     client.on("connect", () => {
       if (this.#client === client) void this.#onConnect(client, settings);

@@ -32,8 +32,9 @@ export interface EmbeddedAddonOptions {
  * its exports. Call only when `isSingleBinary()`.
  */
 export function loadEmbeddedAddon(asset: string, options: EmbeddedAddonOptions): object {
+  // A view of the binary's own pages: nothing is read until the bytes are (byteLength reads none).
   const bytes = new Uint8Array(sea.getRawAsset(asset) as ArrayBuffer);
-  const hash = createHash("sha256").update(bytes).digest("hex").slice(0, 16);
+  const hash = assetHash(asset) ?? createHash("sha256").update(bytes).digest("hex").slice(0, 16);
   const name = `${path.basename(asset, ".node")}-${hash}.node`;
   const cached = path.join(options.dir, name);
   const machine = new HostFs("/");
@@ -50,6 +51,20 @@ export function loadEmbeddedAddon(asset: string, options: EmbeddedAddonOptions):
     return dlopen(file);
   } finally {
     scratch.remove();
+  }
+}
+
+/**
+ * The first 16 hex digits of the asset's SHA-256, computed by the build and carried as the asset
+ * `<asset>.sha256` (scripts/build-binary.mjs), so a process that finds the addon in the cache never
+ * reads the 2 MB asset. Null when the binary has no such asset: then the caller hashes the bytes.
+ */
+function assetHash(asset: string): string | null {
+  try {
+    const hash = sea.getAsset(`${asset}.sha256`, "utf8").trim();
+    return /^[0-9a-f]{16}$/.test(hash) ? hash : null;
+  } catch {
+    return null;
   }
 }
 

@@ -1,0 +1,20 @@
+import { describe, expect, it } from "vitest";
+import { brokerAddress } from "../../agent/src/daemon/reporter.js";
+
+describe("brokerAddress", () => {
+  it("turns the broker URL into MQTT.js options, as MQTT.js's own parsing did", () => {
+    expect(brokerAddress("mqtt://127.0.0.1:1883")).toEqual({
+      protocol: "mqtt",
+      host: "127.0.0.1",
+      hostname: "127.0.0.1",
+      port: 1883,
+    });
+    expect(brokerAddress("mqtts://broker.example.net")).toEqual({
+      protocol: "mqtts",
+      host: "broker.example.net",
+      hostname: "broker.example.net",
+    });
+    expect(brokerAddress("mqtt://[::1]:1884")).toMatchObject({ host: "::1", hostname: "::1", port: 1884 });
+    expect(brokerAddress("mqtt://agent%40x:p%3Aw@host")).toMatchObject({ username: "agent@x", password: "p:w" });
+  });
+});
