@@ -2,9 +2,10 @@
 // distinct content (mode 0644) plus 5 installed packages; one first apply, then no-op applies.
 // Wall time and peak RSS of each `driftless apply` process come from GNU time.
 import { execFileSync, spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
+import { writeBenchRepo } from "./bench-profile.mjs";
 
 const sizes = process.argv.slice(2).map(Number);
 const NS = sizes.length ? sizes : [100, 1000, 10000];
@@ -17,25 +18,6 @@ if (!existsSync(GNU_TIME)) {
   process.exit(1);
 }
 execFileSync(process.execPath, ["scripts/build.mjs"], { stdio: "inherit" });
-
-function makeRepo(n, target) {
-  const repo = mkdtempSync(path.join(tmpdir(), "driftless-bench-repo-"));
-  writeFileSync(
-    path.join(repo, "fleet.yaml"),
-    "apiVersion: driftless/v1\nkind: Fleet\nassignments:\n  - match: {}\n    profiles: [bench]\n",
-  );
-  const lines = ["apiVersion: driftless/v1", "kind: Profile", "name: bench", "packages:"];
-  for (const name of PACKAGES) lines.push(`  - { name: ${name}, state: present }`);
-  lines.push("files:");
-  for (let i = 0; i < n; i++) {
-    const dir = `${target}/d${Math.floor(i / 100)}`;
-    lines.push(
-      `  - { path: ${dir}/file-${i}.conf, content: "setting-${i} = ${(i * 7919) % 100003}\\n", mode: "0644" }`,
-    );
-  }
-  writeFileSync(path.join(repo, "bench.yaml"), `${lines.join("\n")}\n`);
-  return repo;
-}
 
 function timedApply(repo, state) {
   const result = spawnSync(
@@ -60,7 +42,7 @@ for (const n of NS) {
   const target = mkdtempSync(path.join(tmpdir(), "driftless-bench-target-"));
   const state = mkdtempSync(path.join(tmpdir(), "driftless-bench-state-"));
   mkdirSync(target, { recursive: true });
-  const repo = makeRepo(n, target);
+  const repo = writeBenchRepo(n, target, PACKAGES, "driftless-bench-repo-");
   const first = timedApply(repo, state);
   if (first.exitCode !== 2) throw new Error(`first apply exited ${first.exitCode}`);
   // The second apply reads every file once more (the records of files written a moment ago are

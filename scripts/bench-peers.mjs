@@ -17,6 +17,7 @@ import {
 } from "node:fs";
 import { loadavg, tmpdir } from "node:os";
 import * as path from "node:path";
+import { benchContent, benchFile, writeBenchRepo } from "./bench-profile.mjs";
 
 const REPS = 3;
 const PACKAGES = ["bash", "coreutils", "gzip", "sed", "tar"];
@@ -55,25 +56,6 @@ if (spawnSync("cf-agent", ["--version"]).error) {
 if (!existsSync(APT_GET_MODULE)) fail(`CFEngine's apt_get package module is missing: ${APT_GET_MODULE}`);
 if (!existsSync("dist/driftless.mjs")) execFileSync(process.execPath, ["scripts/build.mjs"], { stdio: "inherit" });
 
-const contentOf = (i) => `setting-${i} = ${(i * 7919) % 100003}`;
-const fileOf = (target, i) => `${target}/d${Math.floor(i / 100)}/file-${i}.conf`;
-
-function driftlessRepo(n, target) {
-  const repo = mkdtempSync(path.join(tmpdir(), "bench-peers-repo-"));
-  writeFileSync(
-    path.join(repo, "fleet.yaml"),
-    "apiVersion: driftless/v1\nkind: Fleet\nassignments:\n  - match: {}\n    profiles: [bench]\n",
-  );
-  const lines = ["apiVersion: driftless/v1", "kind: Profile", "name: bench", "packages:"];
-  for (const name of PACKAGES) lines.push(`  - { name: ${name}, state: present }`);
-  lines.push("files:");
-  for (let i = 0; i < n; i++) {
-    lines.push(`  - { path: ${fileOf(target, i)}, content: "${contentOf(i)}\\n", mode: "0644" }`);
-  }
-  writeFileSync(path.join(repo, "bench.yaml"), `${lines.join("\n")}\n`);
-  return repo;
-}
-
 // The CFEngine policy: one files promise per file with its content inline (`content =>`, like the
 // Driftless profile: no copy from a source tree) and perms 0644; one packages promise per package
 // through the apt_get package module (installed packages are read with dpkg-query).
@@ -92,7 +74,9 @@ function cfenginePolicy(n, target, dir) {
   for (const name of PACKAGES) lines.push(`  "${name}" policy => "present", package_module => apt_get;`);
   lines.push("files:");
   for (let i = 0; i < n; i++) {
-    lines.push(`  "${fileOf(target, i)}" create => "true", perms => p644, content => "${contentOf(i)}$(const.n)";`);
+    lines.push(
+      `  "${benchFile(target, i)}" create => "true", perms => p644, content => "${benchContent(i)}$(const.n)";`,
+    );
   }
   lines.push("}");
   const file = path.join(dir, "promises.cf");
@@ -130,8 +114,8 @@ function timed(command, commandArgs, env = process.env) {
 function checkTarget(n, target, tool) {
   let count = 0;
   for (const dir of readdirSync(target)) count += readdirSync(path.join(target, dir)).length;
-  const last = readFileSync(fileOf(target, n - 1), "utf8");
-  if (count !== n || last !== `${contentOf(n - 1)}\n`) {
+  const last = readFileSync(benchFile(target, n - 1), "utf8");
+  if (count !== n || last !== `${benchContent(n - 1)}\n`) {
     throw new Error(`${tool}: after the first apply ${count} files (want ${n}), last one ${JSON.stringify(last)}`);
   }
 }
@@ -139,7 +123,7 @@ function checkTarget(n, target, tool) {
 function runDriftless(n, command, prefix) {
   const target = mkdtempSync(path.join(tmpdir(), "bench-peers-target-"));
   const state = mkdtempSync(path.join(tmpdir(), "bench-peers-state-"));
-  const repo = driftlessRepo(n, target);
+  const repo = writeBenchRepo(n, target, PACKAGES, "bench-peers-repo-");
   const cmd = [...prefix, "apply", "--source", repo, "--state", state, "--json"];
   const first = timed(command, cmd);
   if (first.status !== 2) throw new Error(`driftless first apply exited ${first.status}:\n${first.output.stderr}`);

@@ -8,8 +8,6 @@ import type { Io } from "./cli/io.js";
 import { DriftlessError, ErrorList } from "./errors.js";
 import { VERSION, versionLine } from "./version.js";
 
-export { VERSION, versionLine } from "./version.js";
-
 const HELP = `Driftless agent ${VERSION}: keeps this host at the state declared in a Git repository.
 
 Usage: driftless <command> [options]

@@ -10,7 +10,7 @@ import { createHash } from "node:crypto";
 import { readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { VERSION } from "../../agent/src/main.js";
+import { VERSION } from "../../agent/src/version.js";
 import {
   type Arch,
   BINARY_NODE_VERSION,

@@ -1,6 +1,6 @@
 /** The `driftless` command's own options: help, version, unknown options. */
 import { describe, expect, it } from "vitest";
-import { VERSION } from "../../agent/src/main.js";
+import { VERSION } from "../../agent/src/version.js";
 import { driftless } from "../support/cli.js";
 
 describe("driftless options", () => {
