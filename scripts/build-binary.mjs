@@ -84,15 +84,16 @@ const NOT_IN_SUPERVISOR = ["agent/src/main.ts", "agent/src/cli/agent-run.ts", "a
 
 /** esbuild options of the binary's scripts: CommonJS (a SEA's require() loads only Node's builtins). */
 function binaryOptions() {
+  const common = agentBundleOptions();
   return {
-    ...agentBundleOptions(),
+    ...common,
     write: false,
     format: "cjs",
     target: "node24",
     minify: true,
     keepNames: false,
     // No code splitting: every import() is inlined. import.meta only in code for unbundled sources.
-    define: { ...agentBundleOptions().define, "import.meta.url": "__driftlessModuleUrl" },
+    define: { ...common.define, "import.meta.url": "__driftlessModuleUrl" },
     alias: { ws: path.resolve("scripts/binary/no-websocket.cjs") },
   };
 }
