@@ -8,7 +8,6 @@ import { spawnSync } from "node:child_process";
 import {
   appendFileSync,
   copyFileSync,
-  existsSync,
   lstatSync,
   readdirSync,
   readFileSync,
@@ -17,8 +16,9 @@ import {
   writeFileSync,
 } from "node:fs";
 import * as path from "node:path";
-import { afterAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parse as parseYaml } from "yaml";
+import { BUILD_TIMEOUT_MS, binarySupport, ensureBinary } from "../support/binary.js";
 import { CLI, type CliResult, driftless, isRoot } from "../support/cli.js";
 import { cleanupTemp, tempDir } from "../support/repo.js";
 
@@ -244,13 +244,16 @@ describe.skipIf(!isRoot)("driftless install --root DIR (an image)", () => {
 });
 
 // The single binary (npm run build:binary): run from where it was downloaded, it copies itself to
-// /usr/local/bin/driftless and the unit runs that; a different binary replaces it.
-const BINARY = path.resolve(`dist/driftless-linux-${process.arch === "arm64" ? "arm64" : "x64"}`);
-const hasBinary = isRoot && existsSync(BINARY);
-if (isRoot && !hasBinary)
-  console.warn(`[driftless] skipping the single binary's install: no ${BINARY} (npm run build:binary)`);
+// /usr/local/bin/driftless and the unit runs that; a different binary replaces it. Built here (or
+// taken from the build cache), so the test never depends on another file having built it.
+const x64 = binarySupport("x64");
 
-describe.skipIf(!hasBinary)("the single binary's driftless install --root DIR", () => {
+describe.skipIf(!isRoot || !x64.can)("the single binary's driftless install --root DIR", () => {
+  let BINARY = "";
+  beforeAll(async () => {
+    BINARY = (await ensureBinary("x64")).path;
+  }, BUILD_TIMEOUT_MS);
+
   it("copies itself to /usr/local/bin/driftless (0755) for the unit; again: nothing; another build: replaced", () => {
     const dir = tempDir("driftless-install-");
     const downloads = tempDir("driftless-download-");
