@@ -237,22 +237,25 @@ describe("driftless apply on a host with a broker", () => {
 });
 
 describe("the broker settings a run hands to the supervisor", () => {
-  function load(text: string, env: Record<string, string> = {}) {
+  async function load(text: string, env: Record<string, string> = {}) {
     const dir = tempDir();
     const file = path.join(dir, "agent.yaml");
     writeFileSync(
       file,
       `apiVersion: driftless/v1\nkind: AgentConfig\nsource:\n  url: /srv/repo\n  splay: 30s\n${text}`,
     );
-    const { loaded, errors } = loadAgentConfig(new HostFs("/"), file, env);
+    const { loaded, errors } = await loadAgentConfig(new HostFs("/"), file, env);
     if (!loaded) throw new Error(errors.map((e) => e.toString()).join("; "));
     return { config: loaded.config, dir };
   }
 
-  it("defaults the user name to the host id and outboxLimit to 500, paths relative to the file, CA from the environment", () => {
-    const { config, dir } = load("host: edge-7\nbroker:\n  url: mqtts://cp:8883\n  passwordFile: mqtt-password\n", {
-      DRIFTLESS_BROKER_CA: "/etc/ca.pem",
-    });
+  it("defaults the user name to the host id and outboxLimit to 500, paths relative to the file, CA from the environment", async () => {
+    const { config, dir } = await load(
+      "host: edge-7\nbroker:\n  url: mqtts://cp:8883\n  passwordFile: mqtt-password\n",
+      {
+        DRIFTLESS_BROKER_CA: "/etc/ca.pem",
+      },
+    );
     expect(config.broker?.outboxLimit).toBe(500);
     expect(brokerSettings(config, "machine-name")).toEqual({
       url: "mqtts://cp:8883",
@@ -265,9 +268,11 @@ describe("the broker settings a run hands to the supervisor", () => {
     });
   });
 
-  it("takes the hostname without host:, none without broker:, and none for a host id MQTT cannot carry", () => {
-    expect(brokerSettings(load("broker:\n  url: mqtt://cp\n").config, "gw-3")?.host).toBe("gw-3");
-    expect(brokerSettings(load("").config, "gw-3")).toBeNull();
-    expect(brokerSettings(load(`host: ${"h".repeat(64)}\nbroker:\n  url: mqtt://cp\n`).config, "gw-3")).toBeNull();
+  it("takes the hostname without host:, none without broker:, and none for a host id MQTT cannot carry", async () => {
+    expect(brokerSettings((await load("broker:\n  url: mqtt://cp\n")).config, "gw-3")?.host).toBe("gw-3");
+    expect(brokerSettings((await load("")).config, "gw-3")).toBeNull();
+    expect(
+      brokerSettings((await load(`host: ${"h".repeat(64)}\nbroker:\n  url: mqtt://cp\n`)).config, "gw-3"),
+    ).toBeNull();
   });
 });

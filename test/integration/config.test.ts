@@ -8,9 +8,9 @@ afterAll(cleanupTemp);
 
 const fs = new HostFs("/");
 
-function load(text: string | null, env: Record<string, string> = {}) {
+async function load(text: string | null, env: Record<string, string> = {}) {
   const dir = makeRepo(text === null ? {} : { "agent.yaml": text });
-  return { dir, ...loadAgentConfig(fs, path.join(dir, "agent.yaml"), env) };
+  return { dir, ...(await loadAgentConfig(fs, path.join(dir, "agent.yaml"), env)) };
 }
 
 const minimal = `apiVersion: driftless/v1
@@ -20,8 +20,8 @@ source:
 `;
 
 describe("agent configuration", () => {
-  it("fills defaults and resolves relative paths against the file's directory", () => {
-    const { loaded, errors, dir } = load(`${minimal}  tokenFile: secrets/token\n  interval: 90s\n`);
+  it("fills defaults and resolves relative paths against the file's directory", async () => {
+    const { loaded, errors, dir } = await load(`${minimal}  tokenFile: secrets/token\n  interval: 90s\n`);
     expect(errors).toEqual([]);
     expect(loaded?.config).toMatchObject({
       mode: "enforce",
@@ -31,8 +31,8 @@ describe("agent configuration", () => {
     });
   });
 
-  it("locates every error, unknown keys included", () => {
-    const { errors } = load(`apiVersion: driftless/v1
+  it("locates every error, unknown keys included", async () => {
+    const { errors } = await load(`apiVersion: driftless/v1
 kind: AgentConfig
 mdoe: report
 source:
@@ -48,63 +48,67 @@ broker: { url: http://cp:1883 }
     ]);
   });
 
-  it("checks credentials go together", () => {
-    const { errors } = load(`${minimal}  tokenFile: /t\n  passwordFile: /p\n`);
+  it("checks credentials go together", async () => {
+    const { errors } = await load(`${minimal}  tokenFile: /t\n  passwordFile: /p\n`);
     expect(errors.map((e) => e.message).sort()).toEqual([
       "use tokenFile or usernameFile + passwordFile, not both",
       "usernameFile and passwordFile go together",
     ]);
   });
 
-  it("lets environment variables override single keys, and names them in errors", () => {
-    const ok = load(minimal, { DRIFTLESS_MODE: "report", DRIFTLESS_SOURCE_REF: "prod", DRIFTLESS_HOST: "edge-9" });
+  it("lets environment variables override single keys, and names them in errors", async () => {
+    const ok = await load(minimal, {
+      DRIFTLESS_MODE: "report",
+      DRIFTLESS_SOURCE_REF: "prod",
+      DRIFTLESS_HOST: "edge-9",
+    });
     expect(ok.loaded?.config).toMatchObject({ mode: "report", host: "edge-9", source: { ref: "prod" } });
     expect(ok.loaded?.fromEnv.sort()).toEqual(["DRIFTLESS_HOST", "DRIFTLESS_MODE", "DRIFTLESS_SOURCE_REF"]);
-    const bad = load(minimal, { DRIFTLESS_MODE: "yolo" });
+    const bad = await load(minimal, { DRIFTLESS_MODE: "yolo" });
     expect(bad.errors[0]?.toString()).toMatch(/^environment DRIFTLESS_MODE: mode: Invalid option/);
   });
 
-  it("has a fetch deadline, 2 minutes unless set (file or DRIFTLESS_SOURCE_FETCH_TIMEOUT)", () => {
-    expect(load(minimal).loaded?.config.source.fetchTimeout).toBe(120_000);
-    expect(load(`${minimal}  fetchTimeout: 3s\n`).loaded?.config.source.fetchTimeout).toBe(3000);
-    const env = load(minimal, { DRIFTLESS_SOURCE_FETCH_TIMEOUT: "45s" });
+  it("has a fetch deadline, 2 minutes unless set (file or DRIFTLESS_SOURCE_FETCH_TIMEOUT)", async () => {
+    expect((await load(minimal)).loaded?.config.source.fetchTimeout).toBe(120_000);
+    expect((await load(`${minimal}  fetchTimeout: 3s\n`)).loaded?.config.source.fetchTimeout).toBe(3000);
+    const env = await load(minimal, { DRIFTLESS_SOURCE_FETCH_TIMEOUT: "45s" });
     expect(env.loaded?.config.source.fetchTimeout).toBe(45_000);
   });
 
-  it("takes command-line keys over the file and the environment, and names the option in errors", () => {
-    const { dir } = load(minimal);
+  it("takes command-line keys over the file and the environment, and names the option in errors", async () => {
+    const { dir } = await load(minimal);
     const file = path.join(dir, "agent.yaml");
     const overrides = [
       { key: ["host"], value: "cli-1", option: "--host" },
       { key: ["labels", "role"], value: "db", option: "--label" },
     ];
-    const { loaded } = loadAgentConfig(fs, file, { DRIFTLESS_HOST: "env-1" }, "", { overrides });
+    const { loaded } = await loadAgentConfig(fs, file, { DRIFTLESS_HOST: "env-1" }, "", { overrides });
     expect(loaded?.config).toMatchObject({ host: "cli-1", labels: { role: "db" } });
-    const bad = loadAgentConfig(fs, file, {}, "", {
+    const bad = await loadAgentConfig(fs, file, {}, "", {
       overrides: [{ key: ["host"], value: "no/slash", option: "--host" }],
     });
     expect(bad.errors[0]?.toString()).toMatch(/^option --host: host: must be a host id/);
     // No file at all: a source on the command line is enough.
-    const none = loadAgentConfig(fs, path.join(dir, "missing.yaml"), {}, "", {
+    const none = await loadAgentConfig(fs, path.join(dir, "missing.yaml"), {}, "", {
       overrides: [{ key: ["source", "url"], value: "/srv/profiles", option: "--source" }],
     });
     expect(none.loaded?.config).toMatchObject({ source: { url: "/srv/profiles" }, stateDir: "/var/lib/driftless" });
   });
 
-  it("reads a tree's own file with its paths inside the tree", () => {
+  it("reads a tree's own file with its paths inside the tree", async () => {
     const ok = makeRepo({ "etc/driftless/agent.yaml": `${minimal}  tokenFile: /etc/driftless/token\n` });
-    const config = loadAgentConfig(fs, path.join(ok, "etc/driftless/agent.yaml"), {}, "", { treeRoot: ok }).loaded
-      ?.config;
+    const config = (await loadAgentConfig(fs, path.join(ok, "etc/driftless/agent.yaml"), {}, "", { treeRoot: ok }))
+      .loaded?.config;
     expect(config).toMatchObject({
       stateDir: path.join(ok, "var/lib/driftless"),
       source: { tokenFile: path.join(ok, "etc/driftless/token") },
     });
   });
 
-  it("works from the environment alone, and says what is missing otherwise", () => {
-    expect(load(null, { DRIFTLESS_SOURCE_URL: "https://git.example.com/f.git" }).loaded?.config.source.url).toBe(
-      "https://git.example.com/f.git",
-    );
-    expect(load(null).errors[0]?.message).toMatch(/no configuration at .*agent\.yaml; create it/);
+  it("works from the environment alone, and says what is missing otherwise", async () => {
+    expect(
+      (await load(null, { DRIFTLESS_SOURCE_URL: "https://git.example.com/f.git" })).loaded?.config.source.url,
+    ).toBe("https://git.example.com/f.git");
+    expect((await load(null)).errors[0]?.message).toMatch(/no configuration at .*agent\.yaml; create it/);
   });
 });

@@ -3,7 +3,7 @@
 import { createHash } from "node:crypto";
 import type { Accounts, DesiredFile, DesiredPackage, DesiredService } from "../../agent/src/resources/types.js";
 
-const at = { file: "test.yaml", line: 1, column: 1 };
+const at = { file: "test.yaml", document: 0, path: [] };
 
 export function file(path: string, extra: Partial<DesiredFile> = {}): DesiredFile {
   const out: DesiredFile = {

@@ -99,7 +99,7 @@ export async function runConverge(verb: Verb, args: string[], io: Io): Promise<n
     return 1;
   };
 
-  const resolved = resolveConfig(verb, values, root, machineFs);
+  const resolved = await resolveConfig(verb, values, root, machineFs);
   if ("error" in resolved) {
     for (const line of resolved.error) io.err(`driftless ${verb}: ${line}`);
     return 1;
@@ -235,12 +235,12 @@ export async function runConverge(verb: Verb, args: string[], io: Io): Promise<n
 }
 
 /** The configuration file (if any) with the environment's and the flags' keys on top. */
-function resolveConfig(
+async function resolveConfig(
   verb: Verb,
   values: Values,
   root: string,
   fs: HostFs,
-): { config: AgentConfig } | { error: string[] } {
+): Promise<{ config: AgentConfig } | { error: string[] }> {
   const explicit = values.config !== undefined;
   const file = explicit ? path.resolve(values.config as string) : path.join(root, DEFAULT_CONFIG);
   const exists = fs.lstat(file) !== null;
@@ -262,7 +262,7 @@ function resolveConfig(
   if (values.host) set(["host"], values.host, "--host");
   for (const [key, value] of Object.entries(parseLabels(values.label))) set(["labels", key], value, "--label");
   const treeRoot = !explicit && root !== "/" ? root : undefined;
-  const { loaded, errors } = loadAgentConfig(fs, file, process.env, undefined, {
+  const { loaded, errors } = await loadAgentConfig(fs, file, process.env, undefined, {
     ...(treeRoot ? { treeRoot } : {}),
     overrides,
   });

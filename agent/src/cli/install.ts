@@ -165,7 +165,7 @@ function file(p: string, extra: Partial<DesiredFile>): DesiredFile {
     state: "file",
     after: [],
     notify: [],
-    declaredAt: { file: "driftless install", line: 0, column: 0 },
+    declaredAt: { file: "driftless install", document: 0, path: [] },
     profile: "driftless",
     ...extra,
   };
@@ -180,7 +180,7 @@ function service(extra: Partial<DesiredService>): DesiredService {
     name: "driftless",
     onNotify: "restart",
     after: [],
-    declaredAt: { file: "driftless install", line: 0, column: 0 },
+    declaredAt: { file: "driftless install", document: 0, path: [] },
     profile: "driftless",
     ...extra,
   };
@@ -359,7 +359,7 @@ export async function runInstall(args: string[], io: Io): Promise<number> {
   const { settings, copies } = installSettings(values, current);
   const merged = mergeConfig(existing, settings, NEW_CONFIG, configFile);
   // The configuration as the agent will read it: a wrong one is refused before anything changes.
-  const { errors } = loadAgentConfig(hostFs, DEFAULT_CONFIG, {}, merged.text, { treeRoot: hostFs.root });
+  const { errors } = await loadAgentConfig(hostFs, DEFAULT_CONFIG, {}, merged.text, { treeRoot: hostFs.root });
   if (errors.length > 0) throw new ErrorList(errors);
 
   const restart = ["service:driftless"];

@@ -47,7 +47,7 @@ export async function runStatus(args: string[], io: Io): Promise<number> {
     if (fs.lstat(file) || process.env.DRIFTLESS_STATE_DIR) {
       const treeRoot = !explicit && root !== "/" ? root : undefined;
       // Only the state directory matters here: a configuration without a source still names it.
-      const { loaded, errors } = loadAgentConfig(fs, file, process.env, undefined, {
+      const { loaded, errors } = await loadAgentConfig(fs, file, process.env, undefined, {
         ...(treeRoot ? { treeRoot } : {}),
         overrides: [{ key: ["source", "url"], value: "-", option: "status" }],
       });

@@ -1,12 +1,15 @@
 /**
  * Reads the agent configuration: the YAML file, then environment variables that override single
  * keys (for containers and tests), validated with every error located (file or variable, line,
- * field). Paths in the file may be relative to the file's directory.
+ * field). Paths in the file may be relative to the file's directory. The file is parsed with
+ * positions (yaml/positions.ts) only when it has a problem.
  */
 import * as path from "node:path";
 import { DriftlessError, sortByLocation } from "../errors.js";
 import { HostFs } from "../host/fs.js";
-import { formatField, isObject, issuesToErrors, type Locator, parseLocatedYaml } from "../yaml/located.js";
+import { parseFast } from "../yaml/fast.js";
+import { formatField, isObject, issuesToErrors, type Locator } from "../yaml/fields.js";
+import { parseWithPositions } from "../yaml/positions.js";
 import { DEFAULT_CONFIG, ENV_OVERRIDES } from "./env.js";
 import { type AgentConfig, agentConfigSchema } from "./schema.js";
 
@@ -49,57 +52,79 @@ export interface LoadedConfig {
   fromEnv: string[];
 }
 
-export function loadAgentConfig(
+export async function loadAgentConfig(
   fs: HostFs,
   file: string,
   env: Record<string, string | undefined>,
   /** The file's text when already read (the supervisor hands it to each run); else it is read. */
   givenText?: string,
   options: LoadOptions = {},
-): { loaded?: LoadedConfig; errors: DriftlessError[] } {
-  const errors: DriftlessError[] = [];
+): Promise<{ loaded?: LoadedConfig; errors: DriftlessError[] }> {
   const text = givenText !== undefined && givenText !== "" ? givenText : fs.readTextIfExists(file);
   const fromEnv = Object.keys(ENV_OVERRIDES).filter((name) => env[name] !== undefined && env[name] !== "");
   const overrides = options.overrides ?? [];
   const sourceGiven =
     fromEnv.includes("DRIFTLESS_SOURCE_URL") || overrides.some((o) => o.key.join(".") === "source.url");
   if (text === null && !sourceGiven) {
+    return {
+      errors: [
+        new DriftlessError(
+          `no configuration at ${file}; create it (driftless install writes one) or set DRIFTLESS_SOURCE_URL`,
+          { code: "ECONFIG", phase: "load", location: { file } },
+        ),
+      ],
+    };
+  }
+  const settings: Settings = { file, fromFile: text !== null, env, fromEnv, overrides, treeRoot: options.treeRoot };
+  const fileOnly: Locator = (fieldPath) => ({ file, field: formatField(fieldPath) });
+  if (text === null) return settle({ apiVersion: "driftless/v1", kind: "AgentConfig" }, fileOnly, settings);
+  // Parsed without positions first; a file that is valid (nearly always) is never parsed again.
+  const fast = parseFast(text);
+  const [only] = fast ?? [];
+  if (fast?.length === 1 && isObject(only)) {
+    const settled = settle(only, fileOnly, settings);
+    if (settled.loaded) return settled;
+  }
+  // Something is wrong: the parse with positions says what the file holds and where each error is.
+  const errors: DriftlessError[] = [];
+  const docs = await parseWithPositions(text, file, errors);
+  if (errors.length) return { errors };
+  const [first] = docs;
+  if (docs.length !== 1 || !first || !isObject(first.value)) {
     errors.push(
-      new DriftlessError(
-        `no configuration at ${file}; create it (driftless install writes one) or set DRIFTLESS_SOURCE_URL`,
-        {
-          code: "ECONFIG",
-          phase: "load",
-          location: { file },
-        },
-      ),
+      new DriftlessError("must hold one AgentConfig mapping", {
+        code: "ECONFIG",
+        phase: "validate",
+        location: { file },
+      }),
     );
     return { errors };
   }
-  let raw: Record<string, unknown> = { apiVersion: "driftless/v1", kind: "AgentConfig" };
-  let locate: Locator = (fieldPath) => ({ file, field: formatField(fieldPath) });
-  if (text !== null) {
-    const docs = parseLocatedYaml(text, file, errors);
-    if (errors.length) return { errors };
-    const [first] = docs;
-    if (docs.length !== 1 || !first || !isObject(first.value)) {
-      errors.push(
-        new DriftlessError("must hold one AgentConfig mapping", {
-          code: "ECONFIG",
-          phase: "validate",
-          location: { file },
-        }),
-      );
-      return { errors };
-    }
-    raw = first.value;
-    locate = first.locate;
-  }
+  return settle(first.value, first.locate, settings);
+}
+
+interface Settings {
+  file: string;
+  /** False when there is no file: everything comes from the environment and the options. */
+  fromFile: boolean;
+  env: Record<string, string | undefined>;
+  /** The environment variables set. */
+  fromEnv: string[];
+  overrides: ConfigOverride[];
+  treeRoot: string | undefined;
+}
+
+/** The file's mapping (`raw`, changed in place) with paths resolved and overrides applied, validated. */
+function settle(
+  raw: Record<string, unknown>,
+  locate: Locator,
+  { file, fromFile, env, fromEnv, overrides, treeRoot }: Settings,
+): { loaded?: LoadedConfig; errors: DriftlessError[] } {
   // Paths in the file are relative to its directory; paths from the environment to the working directory.
   // A tree's own file names paths inside the tree.
   const base = path.dirname(path.resolve(file));
   // Resolved as a chroot would: an absolute link in the tree (`/var -> /data`) stays inside it.
-  const tree = options.treeRoot ? new HostFs(options.treeRoot) : undefined;
+  const tree = treeRoot ? new HostFs(treeRoot) : undefined;
   for (const key of PATH_KEYS) {
     const value = getIn(raw, key);
     if (typeof value !== "string") continue;
@@ -119,7 +144,7 @@ export function loadAgentConfig(
     };
     return { errors: sortByLocation(issuesToErrors(result.error.issues, locator)) };
   }
-  return { loaded: { config: result.data, file: text === null ? "" : file, fromEnv }, errors };
+  return { loaded: { config: result.data, file: fromFile ? file : "", fromEnv }, errors: [] };
 }
 
 function getIn(obj: Record<string, unknown>, key: string[]): unknown {

@@ -6,7 +6,6 @@
  */
 import * as os from "node:os";
 import * as path from "node:path";
-import { parse as parseYaml } from "yaml";
 import { loadAgentConfig } from "../config/load.js";
 import type { AgentConfig } from "../config/schema.js";
 import type { RunPorts } from "../engine/run.js";
@@ -15,6 +14,8 @@ import { type RunLock, waitLock } from "../host/lock.js";
 import { type BrokerSettings, brokerSettings } from "../report/settings.js";
 import { isGitUrl } from "../source/git.js";
 import { StateStore } from "../state/db.js";
+import { isObject } from "../yaml/fields.js";
+import { parseWithPositions } from "../yaml/positions.js";
 import { type CycleOptions, type CycleResult, recordFailedStart, reportingOf, runCycle } from "./cycle.js";
 import { prepareCycle, type SourceDeps } from "./source.js";
 
@@ -56,8 +57,8 @@ export interface RunReport {
 const RETRY_BASE_MS = 10_000;
 const INVALID_CONFIG_RETRY_MS = 60_000;
 
-export function loadConfig(deps: AgentDeps): AgentConfig {
-  const { loaded, errors } = loadAgentConfig(deps.fs, deps.configFile, deps.env, deps.configText);
+export async function loadConfig(deps: AgentDeps): Promise<AgentConfig> {
+  const { loaded, errors } = await loadAgentConfig(deps.fs, deps.configFile, deps.env, deps.configText);
   if (!loaded) throw new ErrorList(errors);
   return loaded.config;
 }
@@ -69,10 +70,10 @@ export async function agentRun(
   const { log } = deps;
   let config: AgentConfig;
   try {
-    config = loadConfig(deps);
+    config = await loadConfig(deps);
   } catch (error) {
     log.error("configuration is invalid", { file: deps.configFile, error: describeError(error) });
-    recordInvalidConfig(deps, error);
+    await recordInvalidConfig(deps, error);
     return {
       report: { exitCode: 1, configValid: false, nextInMs: INVALID_CONFIG_RETRY_MS, failures: request.failures + 1 },
     };
@@ -172,12 +173,13 @@ export async function runPrepared(
  * environment's), when that directory already exists: `driftless status` and the fleet see why
  * the host does not converge.
  */
-function recordInvalidConfig(deps: AgentDeps, error: unknown): void {
+async function recordInvalidConfig(deps: AgentDeps, error: unknown): Promise<void> {
   let stateDir = deps.env.DRIFTLESS_STATE_DIR || undefined;
   if (!stateDir) {
     try {
       const text = deps.configText || deps.fs.readTextIfExists(deps.configFile);
-      const value = text ? (parseYaml(text) as { stateDir?: unknown } | null)?.stateDir : undefined;
+      const [first] = text ? await parseWithPositions(text, deps.configFile, []) : [];
+      const value = isObject(first?.value) ? first.value.stateDir : undefined;
       if (typeof value === "string") stateDir = path.resolve(path.dirname(deps.configFile), value);
     } catch {
       // not YAML at all: no state directory to record in

@@ -71,15 +71,11 @@ export function orderResources(resources: Desired[]): Ordering {
       dependents,
     );
     const first = byId.get(cycle[0] ?? "") ?? stuck[0];
+    // Its line and column are the caller's to find (from `first.declaredAt`): that reads the file.
     throw new DriftlessError(`dependency cycle: ${cycle.join(" -> ")}`, {
       code: "ECYCLE",
       phase: "plan",
-      ...(first
-        ? {
-            location: { file: first.declaredAt.file, line: first.declaredAt.line, column: first.declaredAt.column },
-            resource: first.id,
-          }
-        : {}),
+      ...(first ? { location: { file: first.declaredAt.file }, resource: first.id } : {}),
     });
   }
   return { order, dependents };

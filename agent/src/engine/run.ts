@@ -9,7 +9,7 @@ import type { Clock } from "../host/clock.js";
 import type { HostFs } from "../host/fs.js";
 import type { Runner } from "../host/runner.js";
 import { buildDesired, type DesiredSet } from "../profile/desired.js";
-import { loadRepository } from "../profile/load.js";
+import { loadRepository, locateDeclared } from "../profile/load.js";
 import { assignedProfiles, expandProfiles, type HostIdentity, type ProfileRequest } from "../profile/select.js";
 import { readAccounts } from "../resources/file/accounts.js";
 import { type FileRecord, readFiles, recordAfterWrite } from "../resources/file/read.js";
@@ -121,7 +121,10 @@ export async function converge(ports: RunPorts, options: RunOptions): Promise<Ru
   try {
     ordering = orderResources(desired.resources);
   } catch (error) {
-    return invalid([error as DriftlessError], profileNames);
+    return invalid(
+      [await withDeclaredPosition(ports, options, desired.resources, error as DriftlessError)],
+      profileNames,
+    );
   }
   lap("load");
 
@@ -303,7 +306,7 @@ async function loadDesired(
   ports: RunPorts,
   options: RunOptions,
 ): Promise<{ desired: DesiredSet; profiles: string[] } | { errors: DriftlessError[]; profiles: string[] }> {
-  const { repo, errors } = loadRepository(ports.repoFs, options.source);
+  const { repo, errors } = await loadRepository(ports.repoFs, options.source);
   const identity: HostIdentity = { name: options.host, labels: options.labels, facts: options.facts };
   let requests: ProfileRequest[];
   if (options.profiles?.length) {
@@ -321,7 +324,7 @@ async function loadDesired(
     }
     return { errors, profiles: [] };
   }
-  const { profiles, errors: selectErrors } = expandProfiles(repo, requests);
+  const { profiles, errors: selectErrors } = await expandProfiles(repo, requests);
   errors.push(...selectErrors);
   const profileNames = profiles.map((p) => p.doc.name);
   const { desired, errors: desiredErrors } = await buildDesired(ports.repoFs, repo, profiles, identity, {
@@ -330,4 +333,22 @@ async function loadDesired(
   errors.push(...desiredErrors);
   if (errors.length) return { errors, profiles: profileNames };
   return { desired, profiles: profileNames };
+}
+
+/** An error about a resource (a dependency cycle), located at the line and column it was declared. */
+async function withDeclaredPosition(
+  ports: RunPorts,
+  options: RunOptions,
+  resources: Desired[],
+  error: DriftlessError,
+): Promise<DriftlessError> {
+  const declaredAt = resources.find((r) => r.id === error.resource)?.declaredAt;
+  if (!declaredAt || options.resources) return error;
+  const { file, line, column } = await locateDeclared(ports.repoFs, options.source, declaredAt);
+  return new DriftlessError(error.message, {
+    code: error.code,
+    phase: error.phase,
+    location: { file, ...(line !== undefined ? { line } : {}), ...(column !== undefined ? { column } : {}) },
+    resource: error.resource,
+  });
 }

@@ -4,7 +4,7 @@
  */
 import { createHash, type Hash } from "node:crypto";
 import * as path from "node:path";
-import { DriftlessError, errorMessage, type Location } from "../errors.js";
+import { DriftlessError, errorMessage } from "../errors.js";
 import type { HostFs } from "../host/fs.js";
 import { MAX_DIFF_BYTES } from "../resources/file/plan.js";
 import type { Desired, DesiredFile } from "../resources/types.js";
@@ -43,36 +43,31 @@ export async function buildDesired(
     return renderer;
   };
   const resources: Desired[] = [];
-  const declared = new Map<string, Location>();
   const origins = new Map<string, Origin>();
 
-  const add = (resource: Desired, loaded: Loaded<ProfileDoc>, field: PropertyKey[]) => {
-    const location = loaded.locate(field);
-    const first = declared.get(resource.id);
-    if (first) {
+  // Positions are found only for an error: for a duplicate, both places are located then.
+  const add = async (resource: Desired, loaded: Loaded<ProfileDoc>, field: Array<string | number>) => {
+    const origin = origins.get(resource.id);
+    if (origin) {
+      const first = await origin.loaded.locate(origin.field);
       errors.push(
         new DriftlessError(`${resource.id} is already declared at ${first.file}:${first.line}:${first.column}`, {
           code: "EDUPLICATE",
           phase: "validate",
-          location,
+          location: await loaded.locate(field),
           resource: resource.id,
         }),
       );
       return;
     }
-    declared.set(resource.id, location);
-    origins.set(resource.id, { loaded, base: field.slice(0, 2) });
+    origins.set(resource.id, { loaded, field });
     resources.push(resource);
   };
 
   for (const loaded of profiles) {
     const { doc } = loaded;
-    const declaredAt = (field: PropertyKey[]) => {
-      const l = loaded.locate(field);
-      return { file: l.file, line: l.line ?? 0, column: l.column ?? 0 };
-    };
-    (doc.packages ?? []).forEach((pkg, i) => {
-      add(
+    for (const [i, pkg] of (doc.packages ?? []).entries()) {
+      await add(
         {
           kind: "package",
           id: `package:${pkg.name}`,
@@ -80,13 +75,13 @@ export async function buildDesired(
           state: pkg.state,
           ...(pkg.version !== undefined ? { version: pkg.version } : {}),
           after: (pkg.after ?? []).map(normalizeId),
-          declaredAt: declaredAt(["packages", i]),
+          declaredAt: loaded.declaredAt(["packages", i]),
           profile: doc.name,
         },
         loaded,
         ["packages", i, "name"],
       );
-    });
+    }
     for (const [i, entry] of (doc.files ?? []).entries()) {
       const filePath = path.posix.normalize(entry.path).replace(/(.)\/+$/, "$1");
       const file: DesiredFile = {
@@ -96,7 +91,7 @@ export async function buildDesired(
         state: entry.state,
         after: (entry.after ?? []).map(normalizeId),
         notify: (entry.notify ?? []).map(normalizeId),
-        declaredAt: declaredAt(["files", i]),
+        declaredAt: loaded.declaredAt(["files", i]),
         profile: doc.name,
       };
       if (entry.mode !== undefined) file.mode = Number.parseInt(entry.mode, 8);
@@ -110,10 +105,12 @@ export async function buildDesired(
         const field = entry.source !== undefined ? "source" : "template";
         const ref = (entry.source ?? entry.template) as string;
         const at = ["files", i, field];
-        const resolved = resolveInRepository(fs, repo, loaded, ref, at);
-        if (resolved instanceof DriftlessError) {
-          errors.push(resolved);
-          add(file, loaded, ["files", i, "path"]); // declared all the same: a duplicate is reported too
+        const resolved = resolveInRepository(fs, repo, loaded, ref);
+        if (typeof resolved === "string") {
+          errors.push(
+            new DriftlessError(resolved, { code: "EPATH", phase: "validate", location: await loaded.locate(at) }),
+          );
+          await add(file, loaded, ["files", i, "path"]); // declared all the same: a duplicate is reported too
           continue;
         }
         digest.update(`${resolved.relative}\0`);
@@ -123,7 +120,7 @@ export async function buildDesired(
             : await renderTemplate(fs, resolved, file, digest, getRenderer, context);
         digest.update("\0");
         if (problem) {
-          const declared = loaded.locate(at);
+          const declared = await loaded.locate(at);
           const location = problem.location ?? declared;
           const message =
             field === "template"
@@ -132,14 +129,14 @@ export async function buildDesired(
           errors.push(
             new DriftlessError(message, { code: problem.code, phase: problem.phase, location, resource: file.id }),
           );
-          add(file, loaded, ["files", i, "path"]);
+          await add(file, loaded, ["files", i, "path"]);
           continue;
         }
       }
-      add(file, loaded, ["files", i, "path"]);
+      await add(file, loaded, ["files", i, "path"]);
     }
-    (doc.services ?? []).forEach((svc, i) => {
-      add(
+    for (const [i, svc] of (doc.services ?? []).entries()) {
+      await add(
         {
           kind: "service",
           id: normalizeId(`service:${svc.name}`),
@@ -148,17 +145,17 @@ export async function buildDesired(
           ...(svc.state !== undefined ? { state: svc.state } : {}),
           onNotify: svc.onNotify,
           after: (svc.after ?? []).map(normalizeId),
-          declaredAt: declaredAt(["services", i]),
+          declaredAt: loaded.declaredAt(["services", i]),
           profile: doc.name,
         },
         loaded,
         ["services", i, "name"],
       );
-    });
+    }
   }
 
   // With profiles missing (invalid), references to their resources would only add noise.
-  if (options.checkReferences) errors.push(...checkReferences(resources, origins));
+  if (options.checkReferences) errors.push(...(await checkReferences(resources, origins)));
   return { desired: { resources, vars, digest: digest.digest("hex") }, errors };
 }
 
@@ -242,11 +239,11 @@ async function renderTemplate(
 
 interface Origin {
   loaded: Loaded<ProfileDoc>;
-  /** e.g. ["files", 3] */
-  base: PropertyKey[];
+  /** Where its id is: ["files", 3, "path"] */
+  field: Array<string | number>;
 }
 
-function checkReferences(resources: Desired[], origins: Map<string, Origin>): DriftlessError[] {
+async function checkReferences(resources: Desired[], origins: Map<string, Origin>): Promise<DriftlessError[]> {
   const ids = new Set(resources.map((r) => r.id));
   const errors: DriftlessError[] = [];
   for (const resource of resources) {
@@ -254,46 +251,41 @@ function checkReferences(resources: Desired[], origins: Map<string, Origin>): Dr
     const refs: Array<[string, string[]]> = [["after", resource.after]];
     if (resource.kind === "file") refs.push(["notify", resource.notify]);
     for (const [field, list] of refs) {
-      list.forEach((ref, j) => {
+      for (const [j, ref] of list.entries()) {
         let problem: string | undefined;
         if (!ids.has(ref)) problem = `${ref} is not declared for this host`;
         else if (ref === resource.id) problem = `${resource.id} cannot refer to itself`;
         else if (field === "notify" && !ref.startsWith("service:"))
           problem = `only services can be notified, not ${ref}`;
-        if (!problem || !origin) return;
-        const location = origin.loaded.locate([...origin.base, field, j]);
+        if (!problem || !origin) continue;
+        const location = await origin.loaded.locate([...origin.field.slice(0, 2), field, j]);
         errors.push(
           new DriftlessError(problem, { code: "EREFERENCE", phase: "validate", location, resource: resource.id }),
         );
-      });
+      }
     }
   }
   return errors;
 }
 
-/** Resolves `source:`/`template:` relative to the profile file; refuses anything outside the repository. */
-function resolveInRepository(
-  fs: HostFs,
-  repo: Repository,
-  loaded: Loaded<ProfileDoc>,
-  ref: string,
-  field: PropertyKey[],
-): Resolved | DriftlessError {
-  const refuse = (message: string) =>
-    new DriftlessError(message, { code: "EPATH", phase: "validate", location: loaded.locate(field) });
+/**
+ * Resolves `source:`/`template:` relative to the profile file; refuses anything outside the
+ * repository (the reason returned).
+ */
+function resolveInRepository(fs: HostFs, repo: Repository, loaded: Loaded<ProfileDoc>, ref: string): Resolved | string {
   if (path.posix.isAbsolute(ref))
-    return refuse(`${ref}: absolute paths are not allowed; use a path relative to ${loaded.file}`);
+    return `${ref}: absolute paths are not allowed; use a path relative to ${loaded.file}`;
   const absolute = path.resolve(repo.dir, path.dirname(loaded.file), ref);
   const relative = path.relative(repo.dir, absolute);
-  if (relative.startsWith("..") || path.isAbsolute(relative)) return refuse(`${ref} leaves the repository`);
+  if (relative.startsWith("..") || path.isAbsolute(relative)) return `${ref} leaves the repository`;
   const real = fs.realpath(absolute);
-  if (real === null) return refuse(`${ref}: no such file in the repository`);
+  if (real === null) return `${ref}: no such file in the repository`;
   const realRoot = fs.realpath(repo.dir) ?? repo.dir;
   const realRelative = path.relative(realRoot, real);
   if (realRelative.startsWith("..") || path.isAbsolute(realRelative)) {
-    return refuse(`${ref} is a symbolic link that points out of the repository`);
+    return `${ref} is a symbolic link that points out of the repository`;
   }
   const st = fs.lstat(real);
-  if (st?.type !== "file") return refuse(`${ref} is not a regular file`);
+  if (st?.type !== "file") return `${ref} is not a regular file`;
   return { absolute: real, relative: relative.split(path.sep).join("/"), size: st.size };
 }

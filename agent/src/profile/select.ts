@@ -56,32 +56,22 @@ export function factAt(facts: Record<string, unknown>, dotted: string): unknown 
 }
 
 /** Expands includes: every profile after the ones it includes, each once; cycles are errors. */
-export function expandProfiles(
+export async function expandProfiles(
   repo: Repository,
   requests: ProfileRequest[],
-): { profiles: Loaded<ProfileDoc>[]; errors: DriftlessError[] } {
-  const errors: DriftlessError[] = [];
+): Promise<{ profiles: Loaded<ProfileDoc>[]; errors: DriftlessError[] }> {
+  const problems: Array<{ message: string; code: string; request: ProfileRequest }> = [];
   const done = new Set<string>();
   const out: Loaded<ProfileDoc>[] = [];
   const visit = (request: ProfileRequest, stack: string[]) => {
     const loaded = repo.profiles.get(request.name);
     if (!loaded && repo.brokenProfiles.has(request.name)) return; // its own errors say why
     if (!loaded) {
-      const location = request.from ? request.from.loaded.locate(request.from.field) : undefined;
-      errors.push(
-        new DriftlessError(`unknown profile "${request.name}"`, { code: "EPROFILE", phase: "select", location }),
-      );
+      problems.push({ message: `unknown profile "${request.name}"`, code: "EPROFILE", request });
       return;
     }
     if (stack.includes(request.name)) {
-      const location = request.from ? request.from.loaded.locate(request.from.field) : undefined;
-      errors.push(
-        new DriftlessError(`include cycle: ${[...stack, request.name].join(" -> ")}`, {
-          code: "ECYCLE",
-          phase: "select",
-          location,
-        }),
-      );
+      problems.push({ message: `include cycle: ${[...stack, request.name].join(" -> ")}`, code: "ECYCLE", request });
       return;
     }
     if (done.has(request.name)) return;
@@ -94,6 +84,12 @@ export function expandProfiles(
     out.push(loaded);
   };
   for (const request of requests) visit(request, []);
+  // Located once the walk is done: a location may mean parsing a file again.
+  const errors: DriftlessError[] = [];
+  for (const { message, code, request } of problems) {
+    const location = request.from ? await request.from.loaded.locate(request.from.field) : undefined;
+    errors.push(new DriftlessError(message, { code, phase: "select", location }));
+  }
   return { profiles: out, errors };
 }
 

@@ -3,11 +3,17 @@
  * on the host (actual), and the change the planner derives from the two.
  */
 
-/** Where a resource was declared, for error messages. */
+/**
+ * Where a resource was declared, for error messages: the file, the document in it and the
+ * entry's field path. Its line and column are found only for an error (profile/load.ts
+ * locateDeclared), since finding positions means parsing the file again.
+ */
 export interface DeclaredAt {
   file: string;
-  line: number;
-  column: number;
+  /** Which document of the file, from 0. */
+  document: number;
+  /** The entry's field path in that document: `["files", 3]`. */
+  path: ReadonlyArray<string | number>;
 }
 
 interface DesiredBase {

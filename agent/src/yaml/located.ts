@@ -1,13 +1,13 @@
 /**
  * YAML with positions: every document of a file parsed with a locator that turns a field path
- * (as zod reports it) into file, line, column and field; zod issues turned into located errors.
- * Profiles and the agent configuration are both read through it.
+ * (as zod reports it) into file, line, column and field. Profiles and the agent configuration
+ * are read through it when a file has a problem, and its result is then the one that counts.
+ * Import it only through positions.ts: a static import would load the `yaml` library (and build
+ * its document tree, several times the size of the text) in every run.
  */
 import { isMap, isScalar, isSeq, LineCounter, type Node, parseAllDocuments, type Document as YamlDocument } from "yaml";
-import type { z } from "zod";
 import { DriftlessError, type Location } from "../errors.js";
-
-export type Locator = (fieldPath: readonly PropertyKey[], options?: { key?: boolean }) => Location;
+import { formatField, type Locator } from "./fields.js";
 
 export interface LocatedDocument {
   value: unknown;
@@ -42,44 +42,21 @@ export function parseLocatedYaml(text: string, file: string, errors: DriftlessEr
       const field = formatField(fieldPath);
       return { ...position(node?.range?.[0] ?? 0), ...(field ? { field } : {}) };
     };
-    out.push({ value: yamlDoc.toJS({ maxAliasCount: 100 }) as unknown, locate });
-  }
-  return out;
-}
-
-/** zod issues as located errors; an unknown key is located at the key itself. */
-export function issuesToErrors(issues: z.core.$ZodIssue[], locate: Locator): DriftlessError[] {
-  const errors: DriftlessError[] = [];
-  for (const issue of issues) {
-    if (issue.code === "unrecognized_keys") {
-      for (const key of issue.keys) {
-        errors.push(
-          new DriftlessError(`unknown field "${key}"`, {
-            code: "EUNKNOWN_FIELD",
-            phase: "validate",
-            location: locate([...issue.path, key], { key: true }),
-          }),
-        );
-      }
-    } else {
+    let value: unknown;
+    try {
+      value = yamlDoc.toJS({ maxAliasCount: 100 });
+    } catch (error) {
+      // Aliases that expand past the limit (a "billion laughs" document).
       errors.push(
-        new DriftlessError(issue.message, { code: "ESCHEMA", phase: "validate", location: locate(issue.path) }),
+        new DriftlessError((error as Error).message, {
+          code: "EYAML",
+          phase: "validate",
+          location: position(yamlDoc.contents.range?.[0] ?? 0),
+        }),
       );
+      continue;
     }
-  }
-  return errors;
-}
-
-export function isObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
-}
-
-/** `files[2].mode` */
-export function formatField(fieldPath: readonly PropertyKey[]): string {
-  let out = "";
-  for (const part of fieldPath) {
-    if (typeof part === "number") out += `[${part}]`;
-    else out += out ? `.${String(part)}` : String(part);
+    out.push({ value, locate });
   }
   return out;
 }
