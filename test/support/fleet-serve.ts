@@ -13,7 +13,7 @@ import { startHttp } from "../../controlplane/src/http/start.js";
 import { type RunningServe, startServe } from "../../controlplane/src/serve.js";
 import type { RunReportPayload, StatusPayload } from "../../protocol/schema.js";
 import { hostTopic } from "../../protocol/topics.js";
-import { connectHost } from "./mqtt-inbox.js";
+import { connectHost, type HostConnection } from "./mqtt-inbox.js";
 import { factsPayload, runReport, statusPayload } from "./payloads.js";
 
 export const WEBHOOK_SECRET = "dashboard webhook secret";
@@ -34,6 +34,8 @@ export interface FleetServe {
     overrides?: Partial<RunReportPayload>,
     status?: Partial<StatusPayload>,
   ): Promise<void>;
+  /** An MQTT connection as `host` (enrolled), subscribed to `topics`. */
+  connect(host: string, topics: string[]): Promise<HostConnection>;
   close(): Promise<void>;
 }
 
@@ -94,6 +96,11 @@ export async function startFleetServe(): Promise<FleetServe> {
       } finally {
         await connection.close();
       }
+    },
+    async connect(host, topics) {
+      const password = passwords.get(host);
+      if (!password) throw new Error(`enrol ${host} first`);
+      return connectHost(brokerUrl, host, password, topics);
     },
     async close() {
       await running.close();
