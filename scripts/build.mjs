@@ -71,6 +71,7 @@ writeFileSync(
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="color-scheme" content="light dark">
 <title>Driftless fleet</title>
+<link rel="icon" href="data:,">
 <link rel="stylesheet" href="/assets/${assetName(".css")}">
 <script type="module" src="/assets/${assetName(".js")}"></script>
 </head>

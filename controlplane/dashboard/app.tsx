@@ -102,12 +102,13 @@ export function App() {
     [latestHost],
   );
 
-  useEffect(() => {
-    void loadSummary();
-  }, [loadSummary]);
+  // The table first: the server answers in order, and the rows are what an operator waits for.
   useEffect(() => {
     if (hostId === null) void loadHosts(query);
   }, [hostId, query, loadHosts]);
+  useEffect(() => {
+    void loadSummary();
+  }, [loadSummary]);
   useEffect(() => {
     setHost(null);
     setRuns([]);

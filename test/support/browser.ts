@@ -9,8 +9,9 @@
 import { existsSync, mkdirSync } from "node:fs";
 import * as path from "node:path";
 import { type Browser, chromium, type Page } from "playwright-core";
+import { CHROMIUM, CHROMIUM_ARGS } from "./chromium-args.js";
 
-export const CHROMIUM = process.env.DRIFTLESS_CHROMIUM ?? "/usr/bin/chromium";
+export { CHROMIUM };
 
 /** Screenshots land here (git-ignored), one per test. */
 export const SCREENSHOT_DIR = path.resolve("test-results", "dashboard");
@@ -26,26 +27,9 @@ export function browserSupport(): { can: boolean; reason: string } {
   return { can: !reason, reason };
 }
 
-/**
- * Headless chromium with a new, empty profile. The background-networking flags matter on a
- * machine without internet access: without them chromium's own connections are refused and slow
- * it down.
- */
+/** Headless chromium with a new, empty profile (playwright makes a temp one per launch). */
 export function launchBrowser(): Promise<Browser> {
-  return chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: [
-      "--headless",
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-    ],
-  });
+  return chromium.launch({ executablePath: CHROMIUM, headless: true, args: [...CHROMIUM_ARGS] });
 }
 
 /** Saves a full-page screenshot as SCREENSHOT_DIR/NAME.png and returns its path. */
