@@ -16,6 +16,7 @@ import { EmbeddedBroker, type RefusalReason } from "./broker/embedded.js";
 import { ExternalBroker } from "./broker/external.js";
 import type { FleetBroker } from "./broker/types.js";
 import { FleetError } from "./errors.js";
+import { createFleetEvents, type FleetEvents } from "./events/events.js";
 import { createIngest, type IngestStats } from "./ingest/ingest.js";
 import { SqliteFleetStore } from "./store/sqlite.js";
 import type { FleetStore } from "./store/types.js";
@@ -53,6 +54,8 @@ export interface ServeContext {
   broker: FleetBroker;
   /** The ingest's counters (read at each scrape of /metrics). */
   ingestStats: IngestStats;
+  /** What the ingest stored, as it happens (the dashboard's live updates). */
+  events: FleetEvents;
   /** What the embedded broker refused, by reason; null with an external broker. */
   brokerRefused: Readonly<Record<RefusalReason, number>> | null;
   /** Publishes a command on a host's cmd topic, or (host null) on fleet/cmd; QoS 1. */
@@ -135,7 +138,8 @@ export async function startServe(options: ServeOptions, deps: ServeDeps): Promis
       });
       broker = embedded;
     }
-    const ingest = createIngest({ store, broker, log, now });
+    const events = createFleetEvents();
+    const ingest = createIngest({ store, broker, log, now, events });
     broker.onMessage(ingest.handle);
     await broker.start();
     closers.push(async () => {
@@ -151,6 +155,7 @@ export async function startServe(options: ServeOptions, deps: ServeDeps): Promis
       store,
       broker,
       ingestStats: ingest.stats,
+      events,
       brokerRefused: embedded ? embedded.refused : null,
       publishCommand: (host, command) => publishCommand(broker, host, command),
       dataDir: options.dataDir,

@@ -23,7 +23,7 @@ describe("SqliteFleetStore", () => {
   it("keeps its data in DATA/fleet.db across a reopen, migrated once", async () => {
     const dir = tempDir();
     const first = SqliteFleetStore.open(dir);
-    expect(first.schemaVersion).toBe(2);
+    expect(first.schemaVersion).toBe(3);
     await first.addCredential("edge-1", "h");
     await first.recordStatus("edge-1", statusPayload("edge-1"), new Date());
     await first.recordReport("edge-1", runReport("edge-1", 1), new Date());
@@ -32,7 +32,7 @@ describe("SqliteFleetStore", () => {
     expect(await second.credentialHash("edge-1")).toBe("h");
     expect(await second.listRuns("edge-1", { limit: 5 })).toHaveLength(1);
     expect((await second.getHost("edge-1", new Date()))?.presence).toBe("online");
-    expect(second.schemaVersion).toBe(2);
+    expect(second.schemaVersion).toBe(3);
     await second.close();
   });
 
@@ -51,7 +51,7 @@ describe("SqliteFleetStore", () => {
       .run();
     old.close();
     const store = SqliteFleetStore.open(dir);
-    expect(store.schemaVersion).toBe(2);
+    expect(store.schemaVersion).toBe(3);
     const [run] = await store.listRuns("edge-1", { limit: 5 });
     expect(run).toMatchObject({ runId: "run-1", commit: "c0ffee" });
     expect(run?.source).toBeUndefined();

@@ -255,11 +255,39 @@ export function describeFleetStore(name: string, open: (options?: StoreOptions) 
       expect(await ids({ state: "offline" })).toEqual(["b"]);
       expect(await ids({ state: "never-reported" })).toEqual(["c"]);
       expect(await ids({ commit: "abc2" })).toEqual(["b"]);
+      expect(await ids({ name: "B" })).toEqual(["b"]);
+      expect(await ids({ name: "x" })).toEqual([]);
       expect(await store.summary(at(1000))).toEqual({
         hosts: 3,
         presence: { online: 2, stale: 0, offline: 1, lost: 0, unknown: 0 },
         sync: { "in-sync": 1, drifted: 1, failed: 0, "never-reported": 1 },
         commits: { abc111: 1, abc222: 1, c0ffee: 1 },
+        // Reported together: the last one stored is the newest seen.
+        head: { commit: "abc222", ref: null, at: at(0).toISOString(), from: "seen" },
+        labels: { role: { gw: 2, db: 1 }, site: { lyon: 1 } },
+      });
+    });
+
+    it("takes the fleet's head from the last push, else from the commit first reported last", async () => {
+      const store = await fresh();
+      expect((await store.summary(at(0))).head).toBeNull();
+      await store.recordReport("a", runReport("a", 1, { commit: "aaa111" }), at(0));
+      await store.recordReport("a", runReport("a", 2, { commit: "bbb222" }), at(1000));
+      // An old commit reported again later does not become the head.
+      await store.recordReport("b", runReport("b", 1, { commit: "aaa111" }), at(2000));
+      expect((await store.summary(at(3000))).head).toEqual({
+        commit: "bbb222",
+        ref: null,
+        at: at(1000).toISOString(),
+        from: "seen",
+      });
+      await store.recordPush({ commit: "CCC333", ref: "main" }, at(4000));
+      await store.recordReport("b", runReport("b", 2, { commit: "ddd444" }), at(5000));
+      expect((await store.summary(at(6000))).head).toEqual({
+        commit: "ccc333",
+        ref: "main",
+        at: at(4000).toISOString(),
+        from: "push",
       });
     });
 

@@ -61,6 +61,8 @@ describe("the page", () => {
         presence: { online: 1, stale: 0, offline: 0, lost: 0, unknown: 0 },
         sync: { "in-sync": 1, drifted: 0, failed: 0, "never-reported": 0 },
         commits: {},
+        head: null,
+        labels: {},
       },
       [
         {

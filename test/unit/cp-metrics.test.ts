@@ -50,6 +50,8 @@ describe("metrics registry", () => {
         presence: { online: 2, stale: 0, offline: 1, lost: 0, unknown: 0 },
         sync: { "in-sync": 1, drifted: 1, failed: 0, "never-reported": 1 },
         commits: {},
+        head: null,
+        labels: {},
       }),
       ...ingestFamilies(
         {

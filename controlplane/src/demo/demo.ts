@@ -287,6 +287,9 @@ async function announcePush(
   try {
     const commit = (await git(["rev-parse", `refs/heads/${BRANCH}`], { cwd: bare, env })).trim();
     const id = randomUUID();
+    // Recorded as a webhook's push is: the dashboard marks it as the fleet's newest commit.
+    await serve.context.store.recordPush({ commit, ref: BRANCH }, serve.context.now());
+    serve.context.events.emit({ kind: "push", host: null });
     await serve.context.publishCommand(null, { cmd: "refresh", commit, ref: BRANCH, id });
     log.info("push received", { provider: "demo", branch: BRANCH, commit, id });
     deps.out(`${clock()} push: ${BRANCH} is now ${commit.slice(0, 12)}; refresh sent to the fleet`);

@@ -2,6 +2,7 @@
 import { errorMessage } from "../../../agent/src/errors.js";
 import { FLEET_CMD_TOPIC, HOST_ID_PATTERN, hostTopic } from "../../../protocol/topics.js";
 import type { HostFilter, HostSummary } from "../store/types.js";
+import { SORT_KEYS, type SortKey, sortHosts } from "./host-query.js";
 import { HttpError, readJsonObject } from "./respond.js";
 import type { HttpDeps } from "./types.js";
 
@@ -9,6 +10,9 @@ import type { HttpDeps } from "./types.js";
 export const API_BODY_LIMIT = 64 * 1024;
 export const DEFAULT_RUNS_LIMIT = 20;
 export const MAX_RUNS_LIMIT = 500;
+/** The largest page of `GET /api/v1/hosts` (without `limit`: every host, as before). */
+export const MAX_HOSTS_LIMIT = 1000;
+const HOST_QUERY_KEYS = new Set(["label", "state", "commit", "q", "sort", "order", "limit", "offset"]);
 
 const STATES = new Set([
   "online",
@@ -43,8 +47,8 @@ export function hostId(raw: string): string {
 export function hostFilter(query: URLSearchParams): HostFilter {
   const filter: HostFilter = {};
   for (const key of query.keys()) {
-    if (key !== "label" && key !== "state" && key !== "commit") {
-      throw new HttpError(400, `unknown query parameter ${JSON.stringify(key)} (label, state, commit)`);
+    if (!HOST_QUERY_KEYS.has(key)) {
+      throw new HttpError(400, `unknown query parameter ${JSON.stringify(key)} (${[...HOST_QUERY_KEYS].join(", ")})`);
     }
   }
   const labels = query.getAll("label");
@@ -66,7 +70,31 @@ export function hostFilter(query: URLSearchParams): HostFilter {
     if (!COMMIT.test(commit)) throw new HttpError(400, `commit=${commit}: expected a commit id (hex)`);
     filter.commit = commit.toLowerCase();
   }
+  const name = query.get("q");
+  if (name !== null && name !== "") {
+    if (name.length > 200) throw new HttpError(400, "q: at most 200 characters");
+    filter.name = name;
+  }
   return filter;
+}
+
+/** `?sort=KEY&order=asc|desc&limit=N&offset=N` */
+export function hostPage(query: URLSearchParams): {
+  sort: SortKey;
+  order: "asc" | "desc";
+  limit: number | undefined;
+  offset: number;
+} {
+  const sort = query.get("sort") ?? "id";
+  if (!(SORT_KEYS as readonly string[]).includes(sort)) {
+    throw new HttpError(400, `sort=${sort}: expected one of ${SORT_KEYS.join(", ")}`);
+  }
+  const order = query.get("order") ?? "asc";
+  if (order !== "asc" && order !== "desc") throw new HttpError(400, `order=${order}: expected asc or desc`);
+  const limit = positiveInt(query, "limit", undefined, MAX_HOSTS_LIMIT);
+  const offsetRaw = query.get("offset");
+  const offset = offsetRaw === null || offsetRaw === "0" ? 0 : (positiveInt(query, "offset", 0, 1e9) ?? 0);
+  return { sort: sort as SortKey, order, limit, offset };
 }
 
 function positiveInt(query: URLSearchParams, name: string, fallback: number | undefined, max: number) {
@@ -88,9 +116,25 @@ export function withState<T extends HostSummary>(host: T): T & { state: HostSumm
   return { ...host, state: host.sync };
 }
 
+/**
+ * `{hosts, total}`, plus `offset` and `limit` when a page was asked for: `total` counts every host
+ * the filter matched, `hosts` holds the page (every match without `limit`).
+ */
 export async function listHosts(deps: HttpDeps, query: URLSearchParams): Promise<ApiAnswer> {
-  const hosts = await deps.store.listHosts(hostFilter(query), deps.now());
-  return { status: 200, body: { hosts: hosts.map(withState) } };
+  const filter = hostFilter(query);
+  const page = hostPage(query);
+  const matched = await deps.store.listHosts(filter, deps.now());
+  const sorted = page.sort === "id" && page.order === "asc" ? matched : sortHosts(matched, page.sort, page.order);
+  const hosts =
+    page.limit === undefined ? sorted.slice(page.offset) : sorted.slice(page.offset, page.offset + page.limit);
+  return {
+    status: 200,
+    body: {
+      hosts: hosts.map(withState),
+      total: matched.length,
+      ...(page.limit !== undefined || page.offset > 0 ? { offset: page.offset, limit: page.limit ?? null } : {}),
+    },
+  };
 }
 
 export async function getHost(deps: HttpDeps, id: string): Promise<ApiAnswer> {

@@ -10,6 +10,12 @@ import { safeEqual } from "./webhooks.js";
 
 export const SESSION_COOKIE = "driftless_session";
 export const SESSION_TTL_MS = 12 * 60 * 60 * 1000;
+/**
+ * The header the dashboard sends with every request that changes something. A page of another
+ * site cannot send a custom header without a CORS preflight this server never grants, so a POST
+ * authenticated by the cookie alone is refused (on top of SameSite=Strict).
+ */
+export const CSRF_HEADER = "x-driftless-request";
 /** Past this many live sessions the oldest is dropped. */
 const MAX_SESSIONS = 1000;
 
@@ -88,6 +94,16 @@ export class Sessions {
     if (session === null) return false;
     const expires = this.#sessions.get(digest(session));
     return expires !== undefined && expires > this.now().getTime();
+  }
+
+  /** Ends a session (logout); unknown ids are ignored. */
+  logout(session: string | null): void {
+    if (session !== null) this.#sessions.delete(digest(session));
+  }
+
+  /** A cookie that makes the browser forget the session. */
+  clearedCookie(): string {
+    return `${SESSION_COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0`;
   }
 
   /** `secure`: the browser came over HTTPS (a TLS proxy in front): the cookie never goes over plain HTTP. */

@@ -93,6 +93,27 @@ const HTML_HEADERS = {
   "referrer-policy": "no-referrer",
 };
 
+/** The dashboard: its own scripts and styles only, nothing inline, nothing from elsewhere. */
+export const DASHBOARD_CSP =
+  "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; " +
+  "form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+export function sendDashboardFile(
+  res: ServerResponse,
+  file: { body: Buffer; contentType: string },
+  cacheControl: string,
+): void {
+  res.writeHead(200, {
+    ...SECURITY_HEADERS,
+    ...HTML_HEADERS,
+    "content-security-policy": DASHBOARD_CSP,
+    "content-type": file.contentType,
+    "content-length": String(file.body.length),
+    "cache-control": cacheControl,
+  });
+  res.end(file.body);
+}
+
 export function sendHtml(res: ServerResponse, status: number, body: string, headers: Record<string, string> = {}) {
   sendText(res, status, "text/html; charset=utf-8", body, { ...HTML_HEADERS, ...headers });
 }

@@ -1,7 +1,8 @@
 /**
  * The control plane's HTTP server (node:http): the JSON API under `/api/v1/` (bearer token),
  * `/metrics` (Prometheus text, no auth), `POST /hooks/git` (GitHub, Gitea/Forgejo, GitLab), and the
- * minimal page at `/` with its one-time login.
+ * dashboard at `/` (static files, `/assets/`) with its one-time login. The API takes the bearer
+ * token or a dashboard session (the cookie; a POST also needs the CSRF header).
  *
  * Routes are a small table of patterns; a known path with another method answers 405 with `Allow`,
  * an unknown one 404, both as `{"error": "..."}`.
@@ -12,9 +13,10 @@ import type { AddressInfo } from "node:net";
 import { errorMessage } from "../../../agent/src/errors.js";
 import { hostGauges, ingestFamilies, type WebhookResult } from "../metrics.js";
 import * as api from "./api.js";
-import { bearerToken, cookie, SESSION_COOKIE, Sessions } from "./auth.js";
+import { bearerToken, CSRF_HEADER, cookie, SESSION_COOKIE, Sessions } from "./auth.js";
 import { renderFleetPage, renderLoginPage } from "./page.js";
-import { HttpError, readBody, sendHtml, sendJson, sendText } from "./respond.js";
+import { HttpError, readBody, sendDashboardFile, sendHtml, sendJson, sendText } from "./respond.js";
+import { DEFAULT_SSE, streamEvents } from "./sse.js";
 import type { HttpDeps } from "./types.js";
 import { classifyDelivery, type Provider } from "./webhooks.js";
 
@@ -94,6 +96,18 @@ export function createHttpServer(input: Omit<HttpDeps, "newId"> & { newId?: () =
       pattern: /^\/api\/v1\/fleet\/refresh$/,
       methods: { POST: async (r) => json(r, await api.refresh(deps, await api.readApiBody(r.req))) },
     },
+    {
+      name: "/api/v1/events",
+      pattern: /^\/api\/v1\/events$/,
+      methods: {
+        GET: async (r) => {
+          if (!deps.events) throw new HttpError(404, "no event stream here");
+          streamEvents(r.req, r.res, deps.events, deps.sse ?? DEFAULT_SSE);
+        },
+      },
+    },
+    { name: "/assets/{file}", pattern: /^\/assets\/([A-Za-z0-9._-]+)$/, methods: { GET: assetRoute } },
+    { name: "/logout", pattern: /^\/logout$/, methods: { POST: logoutRoute } },
     { name: "/metrics", pattern: /^\/metrics$/, methods: { GET: metricsRoute } },
     { name: "/hooks/git", pattern: /^\/hooks\/git$/, methods: { POST: hookRoute } },
     { name: "/", pattern: /^\/$/, methods: { GET: pageRoute } },
@@ -154,6 +168,8 @@ export function createHttpServer(input: Omit<HttpDeps, "newId"> & { newId?: () =
           throw error;
         }
         count(delivery.provider, "published");
+        await deps.store.recordPush({ commit: delivery.commit, ref: delivery.branch }, deps.now());
+        deps.events?.emit({ kind: "push", host: null });
         logger.info("push received", { provider: delivery.provider, branch: delivery.branch, commit: delivery.commit });
         sendJson(r.res, 202, { sent: true, id, commit: delivery.commit, ref: delivery.branch });
         return;
@@ -186,9 +202,40 @@ export function createHttpServer(input: Omit<HttpDeps, "newId"> & { newId?: () =
     const token = r.url.searchParams.get("token");
     if (token !== null) return startSession(r, token, false);
     if (!signedIn(r.req)) return sendHtml(r.res, 200, renderLoginPage());
+    if (deps.dashboard) return sendDashboardFile(r.res, deps.dashboard.index, "no-store");
     const now = deps.now();
     const [summary, hosts] = await Promise.all([deps.store.summary(now), deps.store.listHosts({}, now)]);
     sendHtml(r.res, 200, renderFleetPage(summary, hosts));
+  }
+
+  /** Content-hashed names: a browser keeps them for good (private: they are behind the login). */
+  async function assetRoute(r: Request) {
+    if (!signedIn(r.req)) throw new HttpError(401, "sign in first");
+    const asset = deps.dashboard?.assets.get(r.params[0] ?? "");
+    if (!asset) throw new HttpError(404, `nothing at ${r.url.pathname}`);
+    sendDashboardFile(r.res, asset, "private, max-age=31536000, immutable");
+  }
+
+  async function logoutRoute(r: Request) {
+    if (r.req.headers[CSRF_HEADER] === undefined) throw new HttpError(403, `${CSRF_HEADER} header missing`);
+    sessions.logout(cookie(r.req, SESSION_COOKIE));
+    r.res.writeHead(204, { "set-cookie": sessions.clearedCookie(), "cache-control": "no-store" });
+    r.res.end();
+  }
+
+  /**
+   * The API takes the bearer token, or a dashboard's session cookie; with the cookie, a request
+   * that changes something must carry the CSRF header too.
+   */
+  function apiAllowed(req: IncomingMessage): boolean {
+    if (sessions.isApiToken(bearerToken(req))) return true;
+    if (!signedIn(req)) return false;
+    if (req.method === "GET" || req.method === "HEAD") return true;
+    if (req.headers[CSRF_HEADER] !== undefined) return true;
+    throw new HttpError(
+      403,
+      `${CSRF_HEADER} header missing (a dashboard session's requests that change something carry it)`,
+    );
   }
 
   async function loginRoute(r: Request) {
@@ -211,9 +258,9 @@ export function createHttpServer(input: Omit<HttpDeps, "newId"> & { newId?: () =
       throw new HttpError(400, "bad request target");
     }
     const path = url.pathname;
-    if (path.startsWith("/api/") && !sessions.isApiToken(bearerToken(req))) {
+    if (path.startsWith("/api/")) {
       seen.route = "/api/v1";
-      throw new HttpError(401, "missing or wrong API token", { "www-authenticate": "Bearer" });
+      if (!apiAllowed(req)) throw new HttpError(401, "missing or wrong API token", { "www-authenticate": "Bearer" });
     }
     for (const route of routes) {
       const match = route.pattern.exec(path);

@@ -1,10 +1,15 @@
 /** The HTTP part as `serve` starts it: a running serve's context adapted to the server's deps. */
 import { createFleetMetrics } from "../metrics.js";
 import type { HttpStarter } from "../serve.js";
+import { findDashboardDir, loadDashboard } from "./dashboard.js";
 import { createHttpServer } from "./server.js";
 
 export const startHttp: HttpStarter = async (context, address) => {
+  const dashboardDir = findDashboardDir(import.meta.url);
+  if (dashboardDir === null) context.log.warn("dashboard not built (npm run build): serving the minimal page at /");
   const server = createHttpServer({
+    events: context.events,
+    dashboard: dashboardDir === null ? null : loadDashboard(dashboardDir),
     store: context.store,
     publish: (topic, payload, options) => context.broker.publish(topic, payload, options),
     metrics: createFleetMetrics(),

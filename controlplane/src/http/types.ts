@@ -1,7 +1,10 @@
 /** What the HTTP server is given by `serve`: the store, a way to publish commands, counters, secrets. */
 import type { Logger } from "../../../agent/src/log.js";
+import type { FleetEvents } from "../events/events.js";
 import type { FleetMetrics, IngestCounters } from "../metrics.js";
 import type { FleetStore } from "../store/types.js";
+import type { DashboardFiles } from "./dashboard.js";
+import type { SseOptions } from "./sse.js";
 
 export interface HttpDeps {
   store: FleetStore;
@@ -23,4 +26,10 @@ export interface HttpDeps {
   now(): Date;
   /** A new command id (a UUID). */
   newId(): string;
+  /** The fleet's changes, streamed at `GET /api/v1/events`; absent: that route answers 404. */
+  events?: FleetEvents;
+  /** The built dashboard served at `/`; null or absent: the minimal server-rendered page. */
+  dashboard?: DashboardFiles | null;
+  /** Timing of the event stream (tests shorten it). */
+  sse?: SseOptions;
 }

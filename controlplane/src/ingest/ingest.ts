@@ -10,6 +10,7 @@ import type { Logger } from "../../../agent/src/log.js";
 import { payloadSchemas } from "../../../protocol/schema.js";
 import { hostTopic, MAX_PAYLOAD_BYTES, PROTOCOL_VERSION, parseHostTopic } from "../../../protocol/topics.js";
 import type { FleetBroker, InboundMessage } from "../broker/types.js";
+import type { FleetEvents } from "../events/events.js";
 import type { FleetStore } from "../store/types.js";
 
 export type DropReason = "topic" | "size" | "json" | "schema" | "identity" | "store";
@@ -33,6 +34,8 @@ export interface IngestDeps {
   broker: Pick<FleetBroker, "publish">;
   log: Logger;
   now: () => Date;
+  /** Told once a status, report or facts message is stored (the dashboard's live updates). */
+  events?: Pick<FleetEvents, "emit">;
 }
 
 export interface Ingest {
@@ -102,6 +105,7 @@ export function createIngest(deps: IngestDeps): Ingest {
         case "status": {
           const recorded = await deps.store.recordStatus(host, payload as never, receivedAt);
           if (!recorded) stats.statusIgnored++;
+          else deps.events?.emit({ kind: "status", host });
           break;
         }
         case "heartbeat":
@@ -109,11 +113,15 @@ export function createIngest(deps: IngestDeps): Ingest {
           break;
         case "facts":
           await deps.store.recordFacts(host, payload as never, receivedAt);
+          deps.events?.emit({ kind: "facts", host });
           break;
         case "report": {
           const result = await deps.store.recordReport(host, payload as never, receivedAt);
           if (result.duplicate) stats.reportsDuplicate++;
-          else stats.reportsStored++;
+          else {
+            stats.reportsStored++;
+            deps.events?.emit({ kind: "report", host });
+          }
           await ack(host, result.ackUpTo);
           break;
         }

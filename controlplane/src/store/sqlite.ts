@@ -13,6 +13,7 @@ import { type AckState, advanceAck, effectivePresence, STALE_AFTER_MS } from "./
 import {
   DEFAULT_RUNS_PER_HOST,
   type FactsPayload,
+  type FleetHead,
   type FleetStore,
   type FleetSummary,
   type HeartbeatPayload,
@@ -92,6 +93,15 @@ export const MIGRATIONS: readonly string[] = [
    CREATE INDEX deliveries_received ON deliveries(received_at);`,
   // Where a run's desired state came from (git, offline, directory), as the agent reported it.
   "ALTER TABLE runs ADD COLUMN source TEXT;",
+  // Commits as the fleet met them: first reported, or announced by a push (the dashboard's head).
+  `CREATE TABLE commits (
+     git_commit TEXT PRIMARY KEY,
+     first_seen TEXT NOT NULL,
+     pushed_at TEXT,
+     ref TEXT
+   );
+   CREATE INDEX commits_first_seen ON commits(first_seen);
+   CREATE INDEX commits_pushed_at ON commits(pushed_at);`,
 ];
 
 /** Webhook delivery ids are remembered this long. */
@@ -144,6 +154,10 @@ interface RunRow {
 }
 
 const HOST_SELECT = `SELECT h.*, c.labels AS cred_labels FROM hosts h LEFT JOIN credentials c ON c.host = h.id`;
+/** The columns a host's summary needs (listing 10,000 hosts leaves facts and drift on the disk). */
+const HOST_LIST_SELECT = `SELECT h.id, h.presence, h.beat_ms, h.last_seen, h.version, h.mode, h.status_commit,
+    h.status_last_run, h.agent_labels, h.sync, h.run_commit, h.last_seq, h.last_run, c.labels AS cred_labels
+  FROM hosts h LEFT JOIN credentials c ON c.host = h.id`;
 
 export class SqliteFleetStore implements FleetStore {
   readonly #db: BetterSqlite3.Database;
@@ -260,6 +274,7 @@ export class SqliteFleetStore implements FleetStore {
         lastRun: status.lastRun ? JSON.stringify(status.lastRun) : null,
         labels: status.labels ? JSON.stringify(status.labels) : null,
       });
+      if (status.commit) this.#seenCommit(status.commit, at);
       return true;
     });
   }
@@ -327,6 +342,7 @@ export class SqliteFleetStore implements FleetStore {
             : JSON.stringify({ runId: report.runId, seq: report.seq, result: report.result, endedAt: report.endedAt }),
         drift: report.kind === "summary" ? null : JSON.stringify(report.drift),
       });
+      if (report.kind !== "summary" && report.commit) this.#seenCommit(report.commit, at);
       this.#prune(host);
       return { duplicate: false, ackUpTo: next.upTo ?? report.seq };
     });
@@ -344,6 +360,16 @@ export class SqliteFleetStore implements FleetStore {
     });
   }
 
+  async recordPush(push: { commit: string; ref: string }, receivedAt: Date): Promise<void> {
+    await this.#write(() => {
+      const at = receivedAt.toISOString();
+      this.#sql(
+        `INSERT INTO commits (git_commit, first_seen, pushed_at, ref) VALUES (?, ?, ?, ?)
+           ON CONFLICT (git_commit) DO UPDATE SET pushed_at = excluded.pushed_at, ref = excluded.ref`,
+      ).run(push.commit.toLowerCase(), at, at, push.ref);
+    });
+  }
+
   async markDelivery(id: string, receivedAt: Date): Promise<boolean> {
     return this.#write(() => {
       const cutoff = new Date(receivedAt.getTime() - DELIVERY_RETENTION_MS).toISOString();
@@ -358,7 +384,7 @@ export class SqliteFleetStore implements FleetStore {
   // --- queries -----------------------------------------------------------------------------
 
   async listHosts(filter: HostFilter, now: Date): Promise<HostSummary[]> {
-    const rows = this.#sql(`${HOST_SELECT} ORDER BY h.id`).all() as HostRow[];
+    const rows = this.#sql(`${HOST_LIST_SELECT} ORDER BY h.id`).all() as HostRow[];
     return rows.map((row) => toSummary(row, now.getTime())).filter((host) => matches(host, filter));
   }
 
@@ -405,12 +431,33 @@ export class SqliteFleetStore implements FleetStore {
     const presence: Record<Presence, number> = { online: 0, stale: 0, offline: 0, lost: 0, unknown: 0 };
     const sync: Record<SyncState, number> = { "in-sync": 0, drifted: 0, failed: 0, "never-reported": 0 };
     const commits: Record<string, number> = {};
+    const labels: Record<string, Record<string, number>> = {};
     for (const host of hosts) {
       presence[host.presence]++;
       sync[host.sync]++;
       if (host.commit !== null) commits[host.commit] = (commits[host.commit] ?? 0) + 1;
+      for (const [key, value] of Object.entries(host.labels)) {
+        const values = labels[key] ?? {};
+        values[value] = (values[value] ?? 0) + 1;
+        labels[key] = values;
+      }
     }
-    return { hosts: hosts.length, presence, sync, commits };
+    return { hosts: hosts.length, presence, sync, commits, head: this.#head(), labels };
+  }
+
+  #head(): FleetHead | null {
+    const pushed = this.#sql(
+      "SELECT git_commit, ref, pushed_at FROM commits WHERE pushed_at IS NOT NULL ORDER BY pushed_at DESC, rowid DESC LIMIT 1",
+    ).get() as { git_commit: string; ref: string | null; pushed_at: string } | undefined;
+    if (pushed) return { commit: pushed.git_commit, ref: pushed.ref, at: pushed.pushed_at, from: "push" };
+    const seen = this.#sql(
+      "SELECT git_commit, first_seen FROM commits ORDER BY first_seen DESC, rowid DESC LIMIT 1",
+    ).get() as { git_commit: string; first_seen: string } | undefined;
+    return seen ? { commit: seen.git_commit, ref: null, at: seen.first_seen, from: "seen" } : null;
+  }
+
+  #seenCommit(commit: string, at: string): void {
+    this.#sql("INSERT OR IGNORE INTO commits (git_commit, first_seen) VALUES (?, ?)").run(commit, at);
   }
 
   async close(): Promise<void> {
@@ -574,6 +621,7 @@ function toSummary(row: HostRow, nowMs: number): HostSummary {
 function matches(host: HostSummary, filter: HostFilter): boolean {
   if (filter.state !== undefined && host.presence !== filter.state && host.sync !== filter.state) return false;
   if (filter.commit !== undefined && !(host.commit ?? "").startsWith(filter.commit)) return false;
+  if (filter.name !== undefined && !host.id.toLowerCase().includes(filter.name.toLowerCase())) return false;
   for (const [key, value] of Object.entries(filter.labels ?? {})) {
     if (host.labels[key] !== value) return false;
   }

@@ -74,6 +74,19 @@ export interface HostFilter {
   /** A presence or a sync value. */
   state?: string;
   commit?: string;
+  /** Extension: part of the host's id, any case (the dashboard's name filter). */
+  name?: string;
+}
+
+/**
+ * The newest commit of the tracked branch: the last one a Git webhook announced (`from: "push"`),
+ * else the commit first reported most recently (`from: "seen"`).
+ */
+export interface FleetHead {
+  commit: string;
+  ref: string | null;
+  at: string;
+  from: "push" | "seen";
 }
 
 export interface FleetSummary {
@@ -81,6 +94,10 @@ export interface FleetSummary {
   presence: Record<Presence, number>;
   sync: Record<SyncState, number>;
   commits: Record<string, number>;
+  /** Extension: the newest commit (see FleetHead); null before any push or report. */
+  head: FleetHead | null;
+  /** Extension: hosts per label value, `{key: {value: count}}` (the dashboard's label filter). */
+  labels: Record<string, Record<string, number>>;
 }
 
 export interface FleetStore {
@@ -105,6 +122,8 @@ export interface FleetStore {
   /** Newest first. */
   listRuns(host: string, options: { limit: number; beforeSeq?: number }): Promise<RunView[]>;
   summary(now: Date): Promise<FleetSummary>;
+  /** Extension: a Git push announced by a webhook (the fleet's head, see FleetHead). */
+  recordPush(push: { commit: string; ref: string }, receivedAt: Date): Promise<void>;
   /** Webhook deliveries seen (dedupe by delivery id); true when new. */
   markDelivery(id: string, receivedAt: Date): Promise<boolean>;
   /** Extension: the hosts that have credentials (a running serve disconnects the ones removed). */
