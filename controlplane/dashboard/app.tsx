@@ -136,7 +136,7 @@ export function App() {
         <a class="brand" href="#/">
           Driftless
         </a>
-        <span class={`live ${live}`} role="status" data-testid="live">
+        <span class={`live ${live}`} role="status" data-testid="live" data-state={live}>
           {live === "live" ? "● live" : live === "connecting" ? "○ connecting…" : "○ live updates lost: reconnecting…"}
         </span>
         <span class="spacer" />

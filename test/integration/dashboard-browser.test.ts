@@ -8,7 +8,7 @@
 import type { Browser, BrowserContext, Page } from "playwright-core";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { hostTopic } from "../../protocol/topics.js";
-import { browserSupport, launchBrowser, screenshot } from "../support/browser.js";
+import { browserSupport, launchBrowser, screenshot, signIn } from "../support/browser.js";
 import { type FleetServe, startFleetServe } from "../support/fleet-serve.js";
 
 const browserCheck = browserSupport();
@@ -35,13 +35,8 @@ describe.skipIf(!browserCheck.can)("the dashboard in chromium", () => {
 
   /** A new browser context (its own cookies), signed in with the API token through the login form. */
   async function signedIn(): Promise<Page> {
-    const context = await browser.newContext({ viewport: { width: 1200, height: 900 } });
-    contexts.push(context);
-    const page = await context.newPage();
-    await page.goto(serve.url);
-    await page.getByLabel("token").fill(serve.apiToken);
-    await page.getByRole("button", { name: "Sign in" }).click();
-    await page.getByTestId("host-rows").waitFor();
+    const page = await signIn(browser, serve);
+    contexts.push(page.context());
     return page;
   }
 

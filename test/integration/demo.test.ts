@@ -7,130 +7,26 @@
  *
  * Waits poll the API until a deadline; nothing asserts on how long a step took.
  */
-import { type ChildProcess, execFile, spawn } from "node:child_process";
-import {
-  appendFileSync,
-  chownSync,
-  existsSync,
-  mkdtempSync,
-  readdirSync,
-  readFileSync,
-  rmSync,
-  writeFileSync,
-} from "node:fs";
+import { appendFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { HostDetail, HostSummary, RunView } from "../../controlplane/src/store/types.js";
-import { isRoot } from "../support/cli.js";
+import { handOver } from "../support/cli.js";
+import {
+  CTL,
+  type DemoProcess,
+  descendants,
+  gitAsUser as git,
+  processesNaming,
+  runAsUser as run,
+  startDemo,
+  startTime,
+  until,
+} from "../support/demo.js";
 
-const CTL = path.resolve("bin/driftlessctl.js");
-const NOBODY = 65534;
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-/** The command as the test's user: nobody (setpriv) when we are root. */
-function asUser(file: string, args: string[]): [string, string[]] {
-  return isRoot
-    ? ["setpriv", [`--reuid=${NOBODY}`, `--regid=${NOBODY}`, "--clear-groups", file, ...args]]
-    : [file, args];
-}
-
-function run(file: string, args: string[], options: { cwd?: string; env?: Record<string, string> } = {}) {
-  const [cmd, argv] = asUser(file, args);
-  return new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
-    execFile(
-      cmd,
-      argv,
-      { cwd: options.cwd, env: { ...process.env, NO_COLOR: "1", ...options.env } },
-      (error, stdout, stderr) => {
-        resolve({ code: error ? (typeof error.code === "number" ? error.code : -1) : 0, stdout, stderr });
-      },
-    );
-  });
-}
-
-/** git in the work clone, as the demo's user, without the machine's or the user's configuration. */
-async function git(cwd: string, args: string[]): Promise<string> {
-  const result = await run("git", args, {
-    cwd,
-    env: { HOME: cwd, GIT_CONFIG_NOSYSTEM: "1", GIT_CONFIG_GLOBAL: "/dev/null", GIT_TERMINAL_PROMPT: "0" },
-  });
-  if (result.code !== 0) throw new Error(`git ${args.join(" ")}: ${result.stderr}`);
-  return result.stdout.trim();
-}
-
-async function until<T>(what: string, check: () => Promise<T | undefined>, timeoutMs = 90_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const value = await check();
-      if (value !== undefined) return value;
-    } catch (error) {
-      last = error;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ""}`);
-    await sleep(200);
-  }
-}
-
-/** Pids of every process below `pid`, with their start times (to tell a reused pid). */
-function descendants(pid: number): Map<number, string> {
-  const parents = new Map<number, number>();
-  for (const entry of readdirSync("/proc")) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
-      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-      parents.set(Number(entry), Number(fields[1]));
-    } catch {
-      // gone meanwhile
-    }
-  }
-  const found = new Map<number, string>();
-  let added = true;
-  while (added) {
-    added = false;
-    for (const [child, parent] of parents) {
-      if (!found.has(child) && (parent === pid || found.has(parent))) {
-        found.set(child, startTime(child) ?? "");
-        added = true;
-      }
-    }
-  }
-  return found;
-}
-
-function startTime(pid: number): string | null {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19] ?? null;
-  } catch {
-    return null;
-  }
-}
-
-/** Processes whose command line names `text`. */
-function processesNaming(text: string): string[] {
-  const found: string[] = [];
-  for (const entry of readdirSync("/proc")) {
-    if (!/^\d+$/.test(entry) || Number(entry) === process.pid) continue;
-    try {
-      const cmdline = readFileSync(`/proc/${entry}/cmdline`, "utf8").replace(/\0/g, " ");
-      if (cmdline.includes(text)) found.push(`${entry}: ${cmdline}`);
-    } catch {
-      // gone meanwhile
-    }
-  }
-  return found;
-}
-
-let parent: string;
+let demo: DemoProcess;
 let dir: string;
-let demo: ChildProcess;
-let stdout = "";
-let stderr = "";
-let exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 let url: string;
 let token: string;
 
@@ -147,28 +43,14 @@ async function hostsAt(commit: string): Promise<HostSummary[] | undefined> {
 }
 
 beforeAll(async () => {
-  parent = mkdtempSync(path.join(tmpdir(), "driftless-demo-test-"));
-  if (isRoot) chownSync(parent, NOBODY, NOBODY);
-  dir = path.join(parent, "demo");
-  const [cmd, argv] = asUser(process.execPath, [CTL, "demo", "--hosts", "2", "--interval", "1h", "--dir", dir]);
-  demo = spawn(cmd, argv, { env: { ...process.env, NO_COLOR: "1" }, stdio: ["ignore", "pipe", "pipe"] });
-  demo.stdout?.on("data", (chunk: Buffer) => {
-    stdout += chunk.toString("utf8");
-  });
-  demo.stderr?.on("data", (chunk: Buffer) => {
-    stderr += chunk.toString("utf8");
-  });
-  exit = new Promise((resolve) => demo.once("exit", (code, signal) => resolve({ code, signal })));
-  url = await until("the printed API URL", async () => /^ {2}API +(http:\/\/\S+)/m.exec(stdout)?.[1], 60_000);
+  demo = startDemo(["--hosts", "2", "--interval", "1h"]);
+  dir = demo.dir;
+  url = await demo.printed(/^ {2}API +(http:\/\/\S+)/m);
   token = readFileSync(path.join(dir, "data", "api-token"), "utf8").trim();
 });
 
 afterAll(async () => {
-  if (demo.exitCode === null && demo.signalCode === null) {
-    demo.kill("SIGKILL");
-    for (const line of processesNaming(dir)) process.kill(Number(line.split(":")[0]), "SIGKILL");
-  }
-  rmSync(parent, { recursive: true, force: true });
+  await demo.cleanup();
 });
 
 describe("driftlessctl demo", () => {
@@ -191,7 +73,7 @@ describe("driftlessctl demo", () => {
     await git(work, ["push", "--quiet"]);
     await until("both hosts on the pushed commit", () => hostsAt(second));
     console.log(`demo: both hosts reported the pushed commit ${Date.now() - pushed} ms after the push`);
-    expect(stdout).toContain(`push: main is now ${second.slice(0, 12)}; refresh sent to the fleet`);
+    expect(demo.stdout()).toContain(`push: main is now ${second.slice(0, 12)}; refresh sent to the fleet`);
     expect(readFileSync(motd, "utf8")).toContain("at site test-push");
 
     // Drift: a local edit, a converge asked through the fleet CLI; the agent puts the file back
@@ -220,12 +102,12 @@ describe("driftlessctl demo", () => {
     expect(readFileSync(motd, "utf8")).not.toContain("edited by hand");
 
     // Ctrl-C: everything stops, nothing is left running, the directory is removed.
-    const children = descendants(demo.pid as number);
+    const children = descendants(demo.child.pid as number);
     expect(children.size).toBeGreaterThanOrEqual(2); // the agents at least
-    demo.kill("SIGINT");
-    const { code, signal } = await exit;
-    expect({ code, signal, stderr }).toEqual({ code: 0, signal: null, stderr: expect.any(String) });
-    expect(stdout).toContain("Stopped; removed");
+    demo.child.kill("SIGINT");
+    const { code, signal } = await demo.exit;
+    expect({ code, signal, stderr: demo.stderr() }).toEqual({ code: 0, signal: null, stderr: expect.any(String) });
+    expect(demo.stdout()).toContain("Stopped; removed");
     expect(processesNaming(dir)).toEqual([]);
     const alive = [...children].filter(([pid, start]) => startTime(pid) === start);
     expect(alive).toEqual([]);
@@ -236,7 +118,7 @@ describe("driftlessctl demo", () => {
     const other = mkdtempSync(path.join(tmpdir(), "driftless-demo-other-"));
     try {
       writeFileSync(path.join(other, "notes.txt"), "mine\n");
-      if (isRoot) chownSync(other, NOBODY, NOBODY);
+      handOver(other);
       const refused = await run(process.execPath, [CTL, "demo", "--dir", other]);
       expect(refused.code).toBe(1);
       expect(refused.stderr).toContain(`--dir ${other}: not empty, and not a demo's directory`);

@@ -8,7 +8,7 @@
  */
 import { existsSync, mkdirSync } from "node:fs";
 import * as path from "node:path";
-import { type Browser, chromium, type Page } from "playwright-core";
+import { type Browser, type BrowserContextOptions, chromium, type Page } from "playwright-core";
 import { CHROMIUM, CHROMIUM_ARGS } from "./chromium-args.js";
 
 export { CHROMIUM };
@@ -38,4 +38,22 @@ export async function screenshot(page: Page, name: string): Promise<string> {
   const file = path.join(SCREENSHOT_DIR, `${name}.png`);
   await page.screenshot({ path: file, fullPage: true });
   return file;
+}
+
+/**
+ * A new browser context (its own cookies) signed in with the API token through the login form;
+ * the page shows the host table. The context closes with the browser, or by `page.context().close()`.
+ */
+export async function signIn(
+  browser: Browser,
+  serve: { url: string; apiToken: string },
+  options: BrowserContextOptions = { viewport: { width: 1200, height: 900 } },
+): Promise<Page> {
+  const context = await browser.newContext(options);
+  const page = await context.newPage();
+  await page.goto(serve.url);
+  await page.getByLabel("token").fill(serve.apiToken);
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.getByTestId("host-rows").waitFor();
+  return page;
 }
