@@ -2,14 +2,17 @@
  * `driftlessctl serve` in this process, as `serve` wires it (SQLite store in a temp dir, the
  * embedded broker on a free port, the ingest, the event stream, the HTTP server with the built
  * dashboard), and hosts that publish real protocol messages through the broker with their own
- * credentials. A report is stored when the host receives its ack.
+ * credentials. A report is stored when the host receives its ack. The HTTP side can be stopped
+ * and started again on the same port (its sessions kept), as when a proxy or the network drops
+ * the dashboard's connections.
  */
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { silentLogger } from "../../agent/src/log.js";
 import { hashPassword } from "../../controlplane/src/auth/password.js";
-import { startHttp } from "../../controlplane/src/http/start.js";
+import type { HttpServer } from "../../controlplane/src/http/server.js";
+import { createServeHttp } from "../../controlplane/src/http/start.js";
 import { type RunningServe, startServe } from "../../controlplane/src/serve.js";
 import type { RunReportPayload, StatusPayload } from "../../protocol/schema.js";
 import { hostTopic } from "../../protocol/topics.js";
@@ -36,6 +39,10 @@ export interface FleetServe {
   ): Promise<void>;
   /** An MQTT connection as `host` (enrolled), subscribed to `topics`. */
   connect(host: string, topics: string[]): Promise<HostConnection>;
+  /** Closes the HTTP server and every connection to it (the broker and the store keep running). */
+  stopHttp(): Promise<void>;
+  /** Listens again on the same port, with the same sessions (nothing when it listens already). */
+  startHttp(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -44,6 +51,9 @@ export async function startFleetServe(): Promise<FleetServe> {
   const secretFile = path.join(dir, "webhook-secret");
   writeFileSync(secretFile, `${WEBHOOK_SECRET}\n`);
   const loginUrls: string[] = [];
+  let http: HttpServer | null = null;
+  let port = 0;
+  let stopped = false;
   const running = await startServe(
     {
       dataDir: path.join(dir, "data"),
@@ -59,7 +69,17 @@ export async function startFleetServe(): Promise<FleetServe> {
         const match = /(http:\/\/\S+\?token=\S+)/.exec(line);
         if (match?.[1]) loginUrls.push(match[1]);
       },
-      createHttp: startHttp,
+      createHttp: async (context, address) => {
+        const server = createServeHttp(context);
+        http = server;
+        const bound = await server.listen(address.host, address.port);
+        port = bound.port;
+        return {
+          url: bound.url,
+          loginUrl: `${bound.url}/?token=${server.issueLoginToken()}`,
+          close: () => server.close(),
+        };
+      },
     },
   );
   const passwords = new Map<string, string>();
@@ -101,6 +121,15 @@ export async function startFleetServe(): Promise<FleetServe> {
       const password = passwords.get(host);
       if (!password) throw new Error(`enrol ${host} first`);
       return connectHost(brokerUrl, host, password, topics);
+    },
+    async stopHttp() {
+      stopped = true;
+      await http?.close();
+    },
+    async startHttp() {
+      if (!stopped) return;
+      await http?.listen("127.0.0.1", port);
+      stopped = false;
     },
     async close() {
       await running.close();

@@ -41,7 +41,7 @@ interface Route {
 }
 
 export interface HttpServer {
-  /** Starts listening; resolves with the address (port 0 picks a free one). */
+  /** Starts listening; resolves with the address (port 0 picks a free one). Again after close(): same sessions. */
   listen(host: string, port: number): Promise<{ host: string; port: number; url: string }>;
   /** A new one-time login token for the page (serve prints `URL/?token=...`). */
   issueLoginToken(): string;
@@ -303,11 +303,11 @@ export function createHttpServer(input: Omit<HttpDeps, "newId"> & { newId?: () =
     handle,
     issueLoginToken: () => sessions.issueLoginToken(),
     async listen(host, port) {
+      if (server) throw new Error("the HTTP server is listening already; close it first");
       const created = createServer(handle);
       // Slow clients cannot hold a connection open for long.
       created.requestTimeout = 30_000;
       created.headersTimeout = 10_000;
-      server = created;
       await new Promise<void>((resolve, reject) => {
         created.once("error", reject);
         created.listen(port, host, () => {
@@ -315,6 +315,8 @@ export function createHttpServer(input: Omit<HttpDeps, "newId"> & { newId?: () =
           resolve();
         });
       });
+      // Only a server that listens is the one close() stops (a failed listen leaves the old state).
+      server = created;
       const address = created.address() as AddressInfo;
       const shown = address.family === "IPv6" ? `[${address.address}]` : address.address;
       return { host: address.address, port: address.port, url: `http://${shown}:${address.port}` };

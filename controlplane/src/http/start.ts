@@ -1,13 +1,14 @@
 /** The HTTP part as `serve` starts it: a running serve's context adapted to the server's deps. */
 import { createFleetMetrics } from "../metrics.js";
-import type { HttpStarter } from "../serve.js";
+import type { HttpStarter, ServeContext } from "../serve.js";
 import { findDashboardDir, loadDashboard } from "./dashboard.js";
-import { createHttpServer } from "./server.js";
+import { createHttpServer, type HttpServer } from "./server.js";
 
-export const startHttp: HttpStarter = async (context, address) => {
+/** The HTTP server serve runs, not listening yet (tests keep it to stop and restart it). */
+export function createServeHttp(context: ServeContext): HttpServer {
   const dashboardDir = findDashboardDir(import.meta.url);
   if (dashboardDir === null) context.log.warn("dashboard not built (npm run build): serving the minimal page at /");
-  const server = createHttpServer({
+  return createHttpServer({
     events: context.events,
     dashboard: dashboardDir === null ? null : loadDashboard(dashboardDir),
     store: context.store,
@@ -22,6 +23,10 @@ export const startHttp: HttpStarter = async (context, address) => {
     logger: context.log,
     now: context.now,
   });
+}
+
+export const startHttp: HttpStarter = async (context, address) => {
+  const server = createServeHttp(context);
   const { url } = await server.listen(address.host, address.port);
   return { url, loginUrl: `${url}/?token=${server.issueLoginToken()}`, close: () => server.close() };
 };
