@@ -129,9 +129,10 @@ export function App() {
 
   return (
     <>
-      <a class="skip" href="#main">
+      {/* A button, not a link to "#main": the hash is the route, and "#main" would read as the fleet's. */}
+      <button type="button" class="skip" onClick={() => document.getElementById("main")?.focus()}>
         Skip to content
-      </a>
+      </button>
       <header class="top">
         <a class="brand" href="#/">
           Driftless
