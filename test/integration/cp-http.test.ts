@@ -452,7 +452,9 @@ describe("the page at /", () => {
     const html = await page.text();
     expect(html).toContain("<td>web-2</td>");
     expect(html).toContain('class="drifted">drifted</td>');
-    expect(html).toContain("full dashboard comes later");
+    expect(html).toContain(
+      "the dashboard's files (<code>dist/dashboard/</code>, made by <code>npm run build</code>) were not found",
+    );
 
     // The token was for one use.
     const reused = await fetch(`${base}/login?token=${token}`, { redirect: "manual" });

@@ -1,6 +1,6 @@
 /**
- * The minimal page at `/`: fleet counts and the host table, rendered on the server (no script).
- * The full dashboard comes later. Every value is escaped.
+ * The minimal page at `/`: fleet counts and the host table, rendered on the server (no script),
+ * served when the built dashboard (dist/dashboard/) is missing. Every value is escaped.
  */
 import type { FleetSummary, HostSummary } from "../store/types.js";
 
@@ -50,7 +50,7 @@ export function renderFleetPage(summary: FleetSummary, hosts: HostSummary[]): st
   return layout(
     "Driftless fleet",
     `<h1>Driftless fleet</h1>
-<p>${summary.hosts} host${summary.hosts === 1 ? "" : "s"}. This is a minimal page: the full dashboard comes later; the HTTP API (<code>/api/v1/</code>) and <code>driftlessctl hosts</code> show everything.</p>
+<p>${summary.hosts} host${summary.hosts === 1 ? "" : "s"}. This is the minimal page: the dashboard's files (<code>dist/dashboard/</code>, made by <code>npm run build</code>) were not found when serve started. The HTTP API (<code>/api/v1/</code>) and <code>driftlessctl hosts</code> show everything.</p>
 <p class="counts">${counts(summary.presence)}</p>
 <p class="counts">${counts(summary.sync)}</p>
 <table>
