@@ -55,7 +55,8 @@ Options:
   --broker-password-file F   its password, first line of F
   --broker-ca FILE           CA bundle (PEM) for an mqtts:// broker
   --shared                   share the ingest with other replicas ($share/driftlessctl/...)
-  --database URL             sqlite:PATH (default DATA/fleet.db); PostgreSQL comes later
+  --database URL             sqlite:PATH (default DATA/fleet.db), or postgres://USER@HOST/DB
+                             (postgresql:// too) for replicas sharing one database
   --api-token-file FILE      the API token (default: DATA/api-token, made on first start)
   --webhook-secret-file F    the secret of Git webhooks (POST /hooks/git); none: hooks disabled
   -h, --help                 show this help

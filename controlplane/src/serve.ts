@@ -39,7 +39,7 @@ export interface ServeOptions {
   /** The embedded broker's address (ignored with `broker`). */
   mqtt: HostPort;
   broker?: ExternalBrokerSettings;
-  /** `sqlite:PATH`; absent: DATA/fleet.db. */
+  /** `sqlite:PATH` or `postgres://...` (`postgresql://`); absent: DATA/fleet.db. */
   database?: string;
   apiTokenFile?: string;
   webhookSecretFile?: string;
@@ -100,7 +100,7 @@ export async function startServe(options: ServeOptions, deps: ServeDeps): Promis
   const webhookSecret = options.webhookSecretFile
     ? readSecret(options.webhookSecretFile, "--webhook-secret-file")
     : null;
-  const store = openStore(options);
+  const store = await openStore(options);
   const closers: Array<() => Promise<void>> = [() => store.close()];
   const close = async () => {
     for (const closer of closers.splice(0).reverse()) {
@@ -216,7 +216,7 @@ function watchCredentials(
   };
 }
 
-function openStore(options: ServeOptions): FleetStore {
+async function openStore(options: ServeOptions): Promise<FleetStore> {
   const database = options.database;
   if (database === undefined) return SqliteFleetStore.open(options.dataDir);
   if (database.startsWith("sqlite:")) {
@@ -224,12 +224,14 @@ function openStore(options: ServeOptions): FleetStore {
     if (!file) throw new FleetError(`--database ${database}: expected sqlite:PATH`, { code: "EUSAGE" });
     return SqliteFleetStore.openFile(path.resolve(file));
   }
-  if (/^postgres(ql)?:/.test(database)) {
-    throw new FleetError("--database: PostgreSQL is not supported yet (a later version); use sqlite:PATH or omit it", {
-      code: "EUSAGE",
-    });
+  if (/^postgres(ql)?:\/\//.test(database)) {
+    // Loaded only here: a serve on SQLite never loads pg.
+    const { PgFleetStore } = await import("./store/pg.js");
+    return PgFleetStore.open(database);
   }
-  throw new FleetError(`--database ${database}: expected sqlite:PATH`, { code: "EUSAGE" });
+  throw new FleetError(`--database ${database}: expected sqlite:PATH, postgres://... or postgresql://...`, {
+    code: "EUSAGE",
+  });
 }
 
 /** DATA/api-token: read, or made (random, mode 0600) the first time. */
