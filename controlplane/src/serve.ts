@@ -31,6 +31,8 @@ export interface ExternalBrokerSettings {
   passwordFile?: string;
   caFile?: string;
   shared: boolean;
+  /** This replica's name: its MQTT client id is `driftlessctl-ID` (default: DATA/broker-client-id). */
+  replicaId?: string;
 }
 
 export interface ServeOptions {
@@ -118,7 +120,7 @@ export async function startServe(options: ServeOptions, deps: ServeDeps): Promis
       const settings = options.broker;
       broker = new ExternalBroker({
         url: settings.url,
-        clientId: brokerClientId(options.dataDir),
+        clientId: settings.replicaId ? `driftlessctl-${settings.replicaId}` : brokerClientId(options.dataDir),
         ...(settings.username !== undefined ? { username: settings.username } : {}),
         ...(settings.passwordFile ? { password: readSecret(settings.passwordFile, "--broker-password-file") } : {}),
         ...(settings.caFile ? { ca: readFile(settings.caFile, "--broker-ca") } : {}),

@@ -4,7 +4,14 @@
  * functions, and write back the rows, the new runs and the history rows in a few statements.
  * Pure: no I/O, no clock (the receive time is an argument).
  */
-import { type AckState, advanceAck, effectivePresence, STALE_AFTER_MS } from "./logic.js";
+import {
+  type AckState,
+  advanceAck,
+  effectivePresence,
+  type ReceiveOptions,
+  STALE_AFTER_MS,
+  statusApplies,
+} from "./logic.js";
 import type { HostRow, RunRow } from "./rows.js";
 import type { FactsPayload, HeartbeatPayload, ReportPayload, StatusPayload } from "./types.js";
 
@@ -47,19 +54,21 @@ export function newHostState(id: string): HostState {
   };
 }
 
-/** false: from an older session than the host's current one, ignored. */
+/** false: ignored (statusApplies). */
 export function applyStatus(
   row: HostState,
   status: StatusPayload,
   receivedAt: Date,
   history: HistoryInsert[],
+  options: ReceiveOptions = {},
 ): boolean {
-  if (status.session < row.session) return false;
+  if (!statusApplies(row, status, options)) return false;
   const nowMs = receivedAt.getTime();
   presenceChange(row, status.state, nowMs, history);
   row.session = status.session;
   row.presence = status.state;
-  if (status.state === "online") row.beat_ms = nowMs;
+  // Never backwards: replicas share the ingest, one may apply an older message after another's newer one.
+  if (status.state === "online") row.beat_ms = Math.max(row.beat_ms ?? 0, nowMs);
   row.last_seen = receivedAt.toISOString();
   row.version = status.version ?? row.version;
   row.mode = status.mode ?? row.mode;
@@ -83,11 +92,12 @@ export function applyHeartbeat(
   presenceChange(row, presence, nowMs, history);
   row.session = beat.session;
   row.presence = presence;
-  if (presence === "online") row.beat_ms = nowMs;
+  if (presence === "online") row.beat_ms = Math.max(row.beat_ms ?? 0, nowMs);
   row.last_seen = receivedAt.toISOString();
 }
 
-export function applyFacts(row: HostState, facts: FactsPayload, receivedAt: Date): void {
+export function applyFacts(row: HostState, facts: FactsPayload, receivedAt: Date, options: ReceiveOptions = {}): void {
+  if (options.replayed && row.facts_hash === facts.hash) return;
   row.facts = JSON.stringify(facts.facts);
   row.facts_hash = facts.hash;
   row.last_seen = receivedAt.toISOString();

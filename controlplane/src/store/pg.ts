@@ -27,6 +27,7 @@ import {
   type RunInsert,
   runInsert,
 } from "./host-state.js";
+import type { ReceiveOptions } from "./logic.js";
 import {
   type HistoryRow,
   type HostRow,
@@ -132,10 +133,10 @@ export interface PgStoreOptions {
 }
 
 type IngestOp =
-  | { kind: "status"; host: string; payload: StatusPayload; at: Date }
+  | { kind: "status"; host: string; payload: StatusPayload; at: Date; options?: ReceiveOptions }
   | { kind: "heartbeat"; host: string; payload: HeartbeatPayload; at: Date }
   | { kind: "report"; host: string; payload: ReportPayload; at: Date }
-  | { kind: "facts"; host: string; payload: FactsPayload; at: Date };
+  | { kind: "facts"; host: string; payload: FactsPayload; at: Date; options?: ReceiveOptions };
 
 interface Queued {
   op: IngestOp;
@@ -314,8 +315,8 @@ export class PgFleetStore implements FleetStore {
 
   // --- ingest ------------------------------------------------------------------------------
 
-  recordStatus(host: string, status: StatusPayload, receivedAt: Date): Promise<boolean> {
-    return this.#enqueue({ kind: "status", host, payload: status, at: receivedAt });
+  recordStatus(host: string, status: StatusPayload, receivedAt: Date, options?: ReceiveOptions): Promise<boolean> {
+    return this.#enqueue({ kind: "status", host, payload: status, at: receivedAt, ...(options ? { options } : {}) });
   }
 
   recordHeartbeat(host: string, beat: HeartbeatPayload, receivedAt: Date): Promise<void> {
@@ -330,8 +331,8 @@ export class PgFleetStore implements FleetStore {
     return this.#enqueue({ kind: "report", host, payload: report, at: receivedAt });
   }
 
-  recordFacts(host: string, facts: FactsPayload, receivedAt: Date): Promise<void> {
-    return this.#enqueue({ kind: "facts", host, payload: facts, at: receivedAt });
+  recordFacts(host: string, facts: FactsPayload, receivedAt: Date, options?: ReceiveOptions): Promise<void> {
+    return this.#enqueue({ kind: "facts", host, payload: facts, at: receivedAt, ...(options ? { options } : {}) });
   }
 
   async markDelivery(id: string, receivedAt: Date): Promise<boolean> {
@@ -482,9 +483,9 @@ export class PgFleetStore implements FleetStore {
         row = newHostState(op.host);
         rows.set(op.host, row);
       }
-      if (op.kind === "status") outcomes.push(applyStatus(row, op.payload, op.at, history));
+      if (op.kind === "status") outcomes.push(applyStatus(row, op.payload, op.at, history, op.options));
       else if (op.kind === "heartbeat") outcomes.push(applyHeartbeat(row, op.payload, op.at, history));
-      else if (op.kind === "facts") outcomes.push(applyFacts(row, op.payload, op.at));
+      else if (op.kind === "facts") outcomes.push(applyFacts(row, op.payload, op.at, op.options));
       else {
         const key = `${op.host}\n${op.payload.runId}`;
         const inserted = !stored.has(key);

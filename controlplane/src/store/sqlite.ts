@@ -9,7 +9,14 @@ import { createRequire } from "node:module";
 import * as path from "node:path";
 import type BetterSqlite3 from "better-sqlite3";
 import { FleetError } from "../errors.js";
-import { type AckState, advanceAck, effectivePresence, STALE_AFTER_MS } from "./logic.js";
+import {
+  type AckState,
+  advanceAck,
+  effectivePresence,
+  type ReceiveOptions,
+  STALE_AFTER_MS,
+  statusApplies,
+} from "./logic.js";
 import {
   type HistoryRow,
   type HostRow,
@@ -198,10 +205,10 @@ export class SqliteFleetStore implements FleetStore {
 
   // --- ingest ------------------------------------------------------------------------------
 
-  recordStatus(host: string, status: StatusPayload, receivedAt: Date): Promise<boolean> {
+  recordStatus(host: string, status: StatusPayload, receivedAt: Date, options?: ReceiveOptions): Promise<boolean> {
     return this.#write(() => {
       const row = this.#hostRow(host);
-      if (status.session < row.session) return false;
+      if (!statusApplies(row, status, options)) return false;
       const at = receivedAt.toISOString();
       const nowMs = receivedAt.getTime();
       this.#presenceChange(row, status.state, nowMs);
@@ -216,7 +223,7 @@ export class SqliteFleetStore implements FleetStore {
         host,
         session: status.session,
         presence: status.state,
-        beatMs: status.state === "online" ? nowMs : row.beat_ms,
+        beatMs: status.state === "online" ? Math.max(row.beat_ms ?? 0, nowMs) : row.beat_ms,
         at,
         version: status.version ?? null,
         mode: status.mode ?? null,
@@ -242,7 +249,7 @@ export class SqliteFleetStore implements FleetStore {
       this.#sql("UPDATE hosts SET session = ?, presence = ?, beat_ms = ?, last_seen = ? WHERE id = ?").run(
         beat.session,
         presence,
-        presence === "online" ? nowMs : row.beat_ms,
+        presence === "online" ? Math.max(row.beat_ms ?? 0, nowMs) : row.beat_ms,
         receivedAt.toISOString(),
         host,
       );
@@ -298,9 +305,10 @@ export class SqliteFleetStore implements FleetStore {
     });
   }
 
-  recordFacts(host: string, facts: FactsPayload, receivedAt: Date): Promise<void> {
+  recordFacts(host: string, facts: FactsPayload, receivedAt: Date, options?: ReceiveOptions): Promise<void> {
     return this.#write(() => {
-      this.#hostRow(host);
+      const row = this.#hostRow(host);
+      if (options?.replayed && row.facts_hash === facts.hash) return;
       this.#sql("UPDATE hosts SET facts = ?, facts_hash = ?, last_seen = ? WHERE id = ?").run(
         JSON.stringify(facts.facts),
         facts.hash,
