@@ -203,11 +203,17 @@ const RUN_COLUMNS = [
   "received_at",
 ] as const satisfies ReadonlyArray<keyof RunInsert>;
 
-/** `UPDATE hosts` from one array per column: every host row a batch changed, in one statement. */
-const UPDATE_HOSTS = `UPDATE hosts h SET ${HOST_COLUMNS.map((c) => `${c} = u.${c}`).join(", ")}
-  FROM unnest($1::text[], ${HOST_COLUMNS.map((c, i) => `$${i + 2}::${HOST_TYPES[c]}[]`).join(", ")})
-    AS u(id, ${HOST_COLUMNS.join(", ")})
+/** `UPDATE hosts` of these columns from one array per column: many host rows in one statement. */
+function updateHosts(columns: ReadonlyArray<(typeof HOST_COLUMNS)[number]>): string {
+  return `UPDATE hosts h SET ${columns.map((c) => `${c} = u.${c}`).join(", ")}
+  FROM unnest($1::text[], ${columns.map((c, i) => `$${i + 2}::${HOST_TYPES[c]}[]`).join(", ")})
+    AS u(id, ${columns.join(", ")})
   WHERE h.id = u.id`;
+}
+/** What a heartbeat changes: hosts that only beat get this narrow update (the bulk of the traffic). */
+const BEAT_COLUMNS = ["session", "presence", "beat_ms", "last_seen"] as const;
+const UPDATE_HOSTS = updateHosts(HOST_COLUMNS);
+const UPDATE_BEATS = updateHosts(BEAT_COLUMNS);
 const INSERT_RUNS = `INSERT INTO runs (${RUN_COLUMNS.join(", ")})
   SELECT * FROM unnest(${RUN_COLUMNS.map((c, i) => `$${i + 1}::${c === "seq" ? "bigint" : c === "received_at" ? "timestamptz" : "text"}[]`).join(", ")})
   ON CONFLICT (host, run_id) DO NOTHING`;
@@ -248,7 +254,13 @@ export class PgFleetStore implements FleetStore {
 
   /** Connects to `url` (postgres:// or postgresql://) and applies the migrations not yet applied. */
   static async open(url: string, options: PgStoreOptions = {}): Promise<PgFleetStore> {
-    const pool = new pg.Pool({ connectionString: url, max: options.poolSize ?? 8, types: typeParsers() });
+    // Idle connections kept a minute: a connection made again costs a backend start (~ms).
+    const pool = new pg.Pool({
+      connectionString: url,
+      max: options.poolSize ?? 8,
+      idleTimeoutMillis: 60_000,
+      types: typeParsers(),
+    });
     // An idle connection that breaks (database restarted) must not crash the process.
     pool.on("error", () => {});
     try {
@@ -497,7 +509,10 @@ export class PgFleetStore implements FleetStore {
       }
     }
 
-    const hosts = [...rows.values()];
+    // Rows only heartbeats touched are written narrowly: the text columns (facts, drift) unchanged.
+    const wide = new Set(batch.filter((item) => item.op.kind !== "heartbeat").map((item) => item.op.host));
+    const hosts = [...rows.values()].filter((row) => wide.has(row.id));
+    const beating = [...rows.values()].filter((row) => !wide.has(row.id));
     if (runs.length > 0) {
       await client.query({
         name: "run_insert",
@@ -505,11 +520,20 @@ export class PgFleetStore implements FleetStore {
         values: RUN_COLUMNS.map((column) => runs.map((run) => run[column])),
       });
     }
-    await client.query({
-      name: "host_update",
-      text: UPDATE_HOSTS,
-      values: [hosts.map((row) => row.id), ...HOST_COLUMNS.map((column) => hosts.map((row) => row[column]))],
-    });
+    if (hosts.length > 0) {
+      await client.query({
+        name: "host_update",
+        text: UPDATE_HOSTS,
+        values: [hosts.map((row) => row.id), ...HOST_COLUMNS.map((column) => hosts.map((row) => row[column]))],
+      });
+    }
+    if (beating.length > 0) {
+      await client.query({
+        name: "host_beat",
+        text: UPDATE_BEATS,
+        values: [beating.map((row) => row.id), ...BEAT_COLUMNS.map((column) => beating.map((row) => row[column]))],
+      });
+    }
     if (history.length > 0) {
       await client.query({
         name: "history_insert",
