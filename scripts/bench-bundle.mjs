@@ -22,7 +22,7 @@ export async function bundleForBench(name, modules) {
     bundle: true,
     platform: "node",
     format: "esm",
-    external: ["better-sqlite3"],
+    external: ["better-sqlite3", "pg-native"],
     logLevel: "warning",
     banner: { js: "import { createRequire as __r } from 'node:module'; const require = __r(import.meta.url);" },
   });

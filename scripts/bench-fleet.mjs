@@ -7,20 +7,35 @@
 //    dirs, a Git source over git http-backend, splay 5 s) and one serve; the time from a signed
 //    webhook to the last host reporting the new commit, beside the CPU floor
 //    (AGENTS x one run's CPU time / cores).
-// Usage: scripts/bench-fleet [ingest] [push]. Environment: BENCH_WORKERS (3), BENCH_HOSTS (600),
+// 3. pg-ingest: as 1, against `serve --broker --shared --database postgres://` replicas (1, then
+//    2: BENCH_REPLICAS "1,2") on a private Mosquitto (shipped ACL) and a PostgreSQL database made
+//    for the run (BENCH_PG, default postgres://postgres@127.0.0.1:5432/postgres); the CPU split
+//    between broker, database, replicas and load generator;
+// 4. storm: BENCH_STORM_HOSTS (10,000) simulated hosts connect at once to Mosquitto, each with a
+//    will and a retained status, against one replica on PostgreSQL: the time until every host is
+//    connected and stored online, then heartbeat rounds (every host once per BENCH_BEAT_SECONDS,
+//    10 s: six times the real rate) with serve's CPU and memory.
+// Usage: scripts/bench-fleet [ingest] [push] [pg-ingest] [storm] (default ingest and push).
+// Environment: BENCH_WORKERS (3), BENCH_HOSTS (600),
 // BENCH_REPORTS (50 per host), BENCH_AGENTS (50), BENCH_SPLAY (5s), BENCH_AGENT_BIN (the agent as a
 // single binary, e.g. dist/driftless-linux-x64; default: node bin/driftless.js). Loopback only;
 // every wait is bounded.
 import { spawn } from "node:child_process";
-import { createHmac, randomUUID } from "node:crypto";
+import { createHmac, pbkdf2Sync, randomBytes, randomUUID } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import * as net from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
 import { createInterface } from "node:readline";
+import pg from "pg";
 import { bundleForBench } from "./bench-bundle.mjs";
 
 const parts = process.argv.slice(2).length > 0 ? process.argv.slice(2) : ["ingest", "push"];
+const PG_ADMIN = process.env.BENCH_PG ?? "postgres://postgres@127.0.0.1:5432/postgres";
+const REPLICAS = (process.env.BENCH_REPLICAS ?? "1,2").split(",").map(Number);
+const STORM_HOSTS = Number(process.env.BENCH_STORM_HOSTS ?? 10_000);
+const BEAT_SECONDS = Number(process.env.BENCH_BEAT_SECONDS ?? 10);
+const CP_PASSWORD = "bench-cp-password-0123456789";
 const WORKERS = Number(process.env.BENCH_WORKERS ?? 3);
 const HOSTS = Number(process.env.BENCH_HOSTS ?? 600);
 const REPORTS = Number(process.env.BENCH_REPORTS ?? 50);
@@ -173,15 +188,13 @@ async function stop(child, signal = "SIGTERM") {
 // 1. Ingest
 // ---------------------------------------------------------------------------------------------
 
-async function ingest() {
-  const hosts = Array.from({ length: HOSTS }, (_, i) => `sim-${String(i).padStart(4, "0")}`);
-  const data = await dataWith(hosts);
-  const cp = await serve(data);
-  const per = Math.ceil(HOSTS / WORKERS);
+/** WORKERS processes of simulated agents (bench-fleet-worker.mjs) sharing `hosts`, all connected. */
+async function reportWorkers(port, hosts) {
+  const per = Math.ceil(hosts.length / WORKERS);
   const workers = [];
   for (let w = 0; w < WORKERS; w++) {
     const mine = hosts.slice(w * per, (w + 1) * per);
-    const settings = { port: cp.mqttPort, hosts: mine, perHost: REPORTS, password: PASSWORD, window: 32 };
+    const settings = { port, hosts: mine, perHost: REPORTS, password: PASSWORD, window: 32 };
     const child = spawn(process.execPath, [path.resolve("scripts/bench-fleet-worker.mjs"), JSON.stringify(settings)], {
       stdio: ["pipe", "pipe", "inherit"],
     });
@@ -191,6 +204,14 @@ async function ingest() {
     workers.push({ child, events });
   }
   await until("the simulated hosts to connect", () => workers.every((w) => w.events.some((e) => e.ready)), 180_000);
+  return workers;
+}
+
+async function ingest() {
+  const hosts = Array.from({ length: HOSTS }, (_, i) => `sim-${String(i).padStart(4, "0")}`);
+  const data = await dataWith(hosts);
+  const cp = await serve(data);
+  const workers = await reportWorkers(cp.mqttPort, hosts);
   const loadBefore = load();
   const cpuBefore = cpuSeconds(cp.child.pid);
   const start = performance.now();
@@ -218,6 +239,271 @@ async function ingest() {
     loadBefore,
     loadAfter: load(),
   };
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. and 4.: Mosquitto, PostgreSQL, serve replicas
+// ---------------------------------------------------------------------------------------------
+
+/** A mosquitto_passwd line ($7$: PBKDF2-SHA512, 101 rounds), one hash for every user (one password). */
+function passwdLines(users, password) {
+  const salt = randomBytes(12);
+  const hash = pbkdf2Sync(password, salt, 101, 64, "sha512");
+  const secret = `$7$101$${salt.toString("base64")}$${hash.toString("base64")}`;
+  return users.map((user) => `${user}:${secret}`).join("\n");
+}
+
+/** A private Mosquitto on a free port with the shipped ACL; the users' passwords all PASSWORD. */
+async function mosquitto(hosts) {
+  const dir = mkdtempSync(path.join(temp, "mosquitto-"));
+  writeFileSync(
+    path.join(dir, "passwd"),
+    `${passwdLines(hosts, PASSWORD)}\n${passwdLines(["driftlessctl"], CP_PASSWORD)}\n`,
+  );
+  const port = await freePort();
+  writeFileSync(
+    path.join(dir, "mosquitto.conf"),
+    [
+      "per_listener_settings false",
+      "allow_anonymous false",
+      `password_file ${path.join(dir, "passwd")}`,
+      `acl_file ${path.resolve("docs/mosquitto/driftless.acl")}`,
+      `listener ${port} 127.0.0.1`,
+      "persistence false",
+      "max_queued_messages 1000000",
+      "max_inflight_messages 100",
+      "user root",
+      "log_dest stderr",
+      "log_type error",
+      "",
+    ].join("\n"),
+  );
+  const child = spawn("/usr/sbin/mosquitto", ["-c", path.join(dir, "mosquitto.conf")], { stdio: "inherit" });
+  children.add(child);
+  await until("mosquitto", () => canConnect(port), 10_000);
+  return { child, port, url: `mqtt://127.0.0.1:${port}` };
+}
+
+function canConnect(port) {
+  return new Promise((resolve) => {
+    const socket = net.connect(port, "127.0.0.1", () => {
+      socket.end();
+      resolve(true);
+    });
+    socket.once("error", () => resolve(false));
+  });
+}
+
+/** A database made for this run (dropped by the returned function). */
+async function pgDatabase() {
+  const name = `driftless_bench_${randomBytes(4).toString("hex")}`;
+  const admin = new pg.Client({ connectionString: PG_ADMIN });
+  await admin.connect();
+  await admin.query(`CREATE DATABASE ${name}`);
+  await admin.end();
+  const url = new URL(PG_ADMIN);
+  url.pathname = `/${name}`;
+  const db = new pg.Client({ connectionString: url.toString() });
+  await db.connect();
+  return {
+    url: url.toString(),
+    name,
+    query: async (text) => (await db.query(text)).rows,
+    drop: async () => {
+      await db.end().catch(() => {});
+      const again = new pg.Client({ connectionString: PG_ADMIN });
+      await again.connect();
+      await again.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+      await again.end();
+    },
+  };
+}
+
+/**
+ * A CPU meter of the PostgreSQL processes working for `database`: its backends and the cluster's
+ * background processes (WAL writer, checkpointer...), found in pg_stat_activity when the meter
+ * starts; `read()` gives the CPU seconds they used since (a process gone in between is left out).
+ */
+async function postgresMeter(database) {
+  const rows = await database.query(
+    `SELECT pid FROM pg_stat_activity WHERE datname = '${database.name}' OR datname IS NULL`,
+  );
+  const start = new Map();
+  for (const { pid } of rows) {
+    try {
+      start.set(pid, cpuSeconds(pid));
+    } catch {
+      // gone
+    }
+  }
+  return {
+    read: () => {
+      let sum = 0;
+      for (const [pid, before] of start) {
+        try {
+          sum += cpuSeconds(pid) - before;
+        } catch {
+          // gone
+        }
+      }
+      return sum;
+    },
+  };
+}
+
+/** The cluster's WAL position (bytes); differences are what was written (by anyone on the cluster). */
+async function walBytes(database) {
+  const [{ lsn }] = await database.query("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint AS lsn");
+  return Number(lsn);
+}
+
+/** Resident memory of a process in MB. */
+function rssMb(pid) {
+  const line = readFileSync(`/proc/${pid}/status`, "utf8")
+    .split("\n")
+    .find((l) => l.startsWith("VmRSS:"));
+  return Number(line?.split(/\s+/)[1] ?? 0) / 1024;
+}
+
+/** `serve --broker --shared --database` as replica `name`. */
+async function replica(name, brokerUrl, databaseUrl) {
+  const data = mkdtempSync(path.join(temp, `replica-${name}-`));
+  writeFileSync(path.join(data, "cp-password"), `${CP_PASSWORD}\n`);
+  return serve(data, [
+    ...["--broker", brokerUrl, "--broker-username", "driftlessctl"],
+    ...["--broker-password-file", path.join(data, "cp-password"), "--shared", "--replica-id", name],
+    ...["--database", databaseUrl],
+  ]);
+}
+
+async function pgIngest(replicaCount) {
+  const hosts = Array.from({ length: HOSTS }, (_, i) => `sim-${String(i).padStart(4, "0")}`);
+  const broker = await mosquitto(hosts);
+  const database = await pgDatabase();
+  const cps = [];
+  for (let i = 0; i < replicaCount; i++) cps.push(await replica(`r${i + 1}`, broker.url, database.url));
+  const workers = await reportWorkers(broker.port, hosts);
+  const loadBefore = load();
+  let meter = null;
+  const cpu = () => ({
+    broker: cpuSeconds(broker.child.pid),
+    database: meter ? meter.read() : 0,
+    replicas: cps.reduce((sum, cp) => sum + cpuSeconds(cp.child.pid), 0),
+    machine: machineCpu(),
+  });
+  meter = await postgresMeter(database);
+  const walBefore = await walBytes(database);
+  const before = cpu();
+  const start = performance.now();
+  for (const w of workers) w.child.stdin.write("go\n");
+  await until("every ack", () => workers.every((w) => w.events.some((e) => e.done)), 900_000);
+  const seconds = (performance.now() - start) / 1000;
+  const after = cpu();
+  const walPerReport = ((await walBytes(database)) - walBefore) / (HOSTS * REPORTS);
+  const workersCpu = workers.reduce((sum, w) => sum + w.events.find((e) => e.done).cpuSeconds, 0);
+  const total = HOSTS * REPORTS;
+  const [{ n }] = await database.query("SELECT count(*)::int AS n FROM runs");
+  const perReplica = [];
+  for (const cp of cps) perReplica.push(metric(await cp.api("/metrics"), "driftless_reports_ingested_total"));
+  const [{ size }] = await database.query(
+    `SELECT (pg_total_relation_size('runs') + pg_total_relation_size('hosts'))::bigint AS size`,
+  );
+  for (const w of workers) await stop(w.child);
+  for (const cp of cps) await stop(cp.child);
+  await stop(broker.child);
+  await database.drop();
+  const kept = Math.min(REPORTS, 200) * HOSTS;
+  if (n !== kept) throw new Error(`${n} runs in the database, expected ${kept}`);
+  const share = (x) => `${((x / seconds) * 100).toFixed(0)}%`;
+  return {
+    replicas: replicaCount,
+    total,
+    seconds,
+    rate: total / seconds,
+    perReplica,
+    split: {
+      broker: share(after.broker - before.broker),
+      database: share(after.database - before.database),
+      replicas: share(after.replicas - before.replicas),
+      clients: share(workersCpu),
+    },
+    machineBusy: (after.machine.busy - before.machine.busy) / (after.machine.total - before.machine.total),
+    bytesPerRun: Number(size) / n,
+    walPerReport,
+    loadBefore,
+    loadAfter: load(),
+  };
+}
+
+async function storm() {
+  const hosts = Array.from({ length: STORM_HOSTS }, (_, i) => `storm-${String(i).padStart(5, "0")}`);
+  const broker = await mosquitto(hosts);
+  const database = await pgDatabase();
+  const cp = await replica("r1", broker.url, database.url);
+  const rssIdle = rssMb(cp.child.pid);
+  const stormWorkers = 4;
+  const per = Math.ceil(STORM_HOSTS / stormWorkers);
+  const loadBefore = load();
+  const t0 = performance.now();
+  const workers = [];
+  for (let w = 0; w < stormWorkers; w++) {
+    const settings = { url: broker.url, hosts: hosts.slice(w * per, (w + 1) * per), password: PASSWORD };
+    const child = spawn(
+      process.execPath,
+      [path.resolve("scripts/bench-fleet-storm-worker.mjs"), JSON.stringify(settings)],
+      { stdio: ["pipe", "pipe", "inherit"] },
+    );
+    children.add(child);
+    const events = [];
+    createInterface({ input: child.stdout }).on("line", (line) => events.push(JSON.parse(line)));
+    workers.push({ child, events });
+  }
+  await until("every host connected", () => workers.every((w) => w.events.some((e) => e.connected)), 600_000);
+  const connectedSeconds = (performance.now() - t0) / 1000;
+  await until(
+    "every host stored online",
+    async () =>
+      (await database.query("SELECT count(*)::int AS n FROM hosts WHERE presence = 'online'"))[0].n === STORM_HOSTS,
+    600_000,
+  );
+  const storedSeconds = (performance.now() - t0) / 1000;
+  const rssConnected = rssMb(cp.child.pid);
+  const rounds = [];
+  for (let round = 0; round < 3; round++) {
+    const meter = await postgresMeter(database);
+    const walBefore = await walBytes(database);
+    const cpuBefore = { serve: cpuSeconds(cp.child.pid), broker: cpuSeconds(broker.child.pid) };
+    const accepted = metric(await cp.api("/metrics"), 'driftless_messages_accepted_total{kind="heartbeat"}');
+    const r0 = performance.now();
+    for (const w of workers) w.child.stdin.write(`beat ${BEAT_SECONDS}\n`);
+    await until(
+      "a heartbeat round sent",
+      () => workers.every((w) => w.events.filter((e) => e.beats).length > round),
+      300_000,
+    );
+    await until(
+      "a heartbeat round ingested",
+      async () =>
+        metric(await cp.api("/metrics"), 'driftless_messages_accepted_total{kind="heartbeat"}') >=
+        accepted + STORM_HOSTS,
+      300_000,
+    );
+    const seconds = (performance.now() - r0) / 1000;
+    rounds.push({
+      seconds,
+      serve: (cpuSeconds(cp.child.pid) - cpuBefore.serve) / seconds,
+      broker: (cpuSeconds(broker.child.pid) - cpuBefore.broker) / seconds,
+      db: meter.read() / seconds,
+      walPerBeat: ((await walBytes(database)) - walBefore) / STORM_HOSTS,
+      rss: rssMb(cp.child.pid),
+    });
+  }
+  for (const w of workers) w.child.stdin.write("stop\n");
+  for (const w of workers) await stop(w.child);
+  await stop(cp.child);
+  await stop(broker.child);
+  await database.drop();
+  return { connectedSeconds, storedSeconds, rssIdle, rssConnected, rounds, loadBefore, loadAfter: load() };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -411,6 +697,38 @@ try {
     console.log(
       `| **${r.seconds.toFixed(2)} s** | ${r.polled.toFixed(2)} s | ${r.runCpu.toFixed(2)} s / ${r.runWall.toFixed(2)} s | ${r.floor.toFixed(1)} s | ${r.fleetCpu.toFixed(1)} s (${(r.fleetCpu / r.agents).toFixed(2)} s per host) | ${(r.daemonsCpu / r.agents).toFixed(2)} s / ${(r.runsCpu / r.agents).toFixed(2)} s | ${(r.machineBusy * 100).toFixed(0)}% | ${r.startSeconds.toFixed(1)} s | ${r.loadBefore} / ${r.loadAfter} |`,
     );
+  }
+  if (parts.includes("pg-ingest")) {
+    console.log(
+      `\nIngest on PostgreSQL: ${HOSTS} simulated hosts in ${WORKERS} processes, ${REPORTS} reports each, window 32, Mosquitto`,
+    );
+    console.log(
+      "| replicas | reports | time | stored and acknowledged | per replica | CPU: broker / database / replicas / clients | machine busy | bytes per run | WAL per report | load before / after |",
+    );
+    console.log("| ---: | ---: | ---: | ---: | --- | --- | ---: | ---: | ---: | --- |");
+    for (const count of REPLICAS) {
+      const r = await pgIngest(count);
+      console.log(
+        `| ${r.replicas} | ${r.total} | ${r.seconds.toFixed(2)} s | **${Math.round(r.rate)} reports/s** | ${r.perReplica.join(" / ")} | ${r.split.broker} / ${r.split.database} / ${r.split.replicas} / ${r.split.clients} of a core | ${(r.machineBusy * 100).toFixed(0)}% | ${Math.round(r.bytesPerRun)} | ${Math.round(r.walPerReport)} | ${r.loadBefore} / ${r.loadAfter} |`,
+      );
+    }
+  }
+  if (parts.includes("storm")) {
+    const r = await storm();
+    console.log(`\nStorm: ${STORM_HOSTS} hosts connecting at once to Mosquitto, one replica on PostgreSQL`);
+    console.log(
+      `connected: ${r.connectedSeconds.toFixed(1)} s; all stored online: ${r.storedSeconds.toFixed(1)} s; serve RSS idle / connected: ${Math.round(r.rssIdle)} / ${Math.round(r.rssConnected)} MB; load ${r.loadBefore} / ${r.loadAfter}`,
+    );
+    console.log(
+      `heartbeat rounds (every host once per ${BEAT_SECONDS} s = ${Math.round(STORM_HOSTS / BEAT_SECONDS)} beats/s):`,
+    );
+    console.log("| round | time | CPU: serve / broker / database | WAL per beat | serve RSS |");
+    console.log("| ---: | ---: | --- | ---: | ---: |");
+    for (const [i, round] of r.rounds.entries()) {
+      console.log(
+        `| ${i + 1} | ${round.seconds.toFixed(1)} s | ${(round.serve * 100).toFixed(0)}% / ${(round.broker * 100).toFixed(0)}% / ${(round.db * 100).toFixed(0)}% of a core | ${Math.round(round.walPerBeat)} B | ${Math.round(round.rss)} MB |`,
+      );
+    }
   }
 } finally {
   for (const child of children) await stop(child, "SIGKILL");

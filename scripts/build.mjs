@@ -19,7 +19,8 @@ const result = await build({
   splitting: true,
   target: "node20",
   format: "esm",
-  external: ["better-sqlite3"],
+  // pg-native: pg's optional libpq binding, required only when asked for (never here).
+  external: ["better-sqlite3", "pg-native"],
   sourcemap: "linked",
   write: false,
   // Bundled CommonJS modules call require(); give them one.

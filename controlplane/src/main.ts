@@ -54,8 +54,14 @@ Options:
   --broker-username USER     the control plane's username on the external broker
   --broker-password-file F   its password, first line of F
   --broker-ca FILE           CA bundle (PEM) for an mqtts:// broker
-  --shared                   share the ingest with other replicas ($share/driftlessctl/...)
-  --database URL             sqlite:PATH (default DATA/fleet.db); PostgreSQL comes later
+  --shared                   run as one of several replicas: share the ingest with the others
+                             ($share/driftlessctl/...), clean MQTT session; use with a
+                             postgres:// --database all replicas share
+  --replica-id ID            this replica's name, unique among the replicas (letters, digits,
+                             . _ -): its MQTT client id is driftlessctl-ID (default: a random id
+                             made once and kept in DATA/broker-client-id)
+  --database URL             sqlite:PATH (default DATA/fleet.db), or postgres://USER@HOST/DB
+                             (postgresql:// too) for replicas sharing one database
   --api-token-file FILE      the API token (default: DATA/api-token, made on first start)
   --webhook-secret-file F    the secret of Git webhooks (POST /hooks/git); none: hooks disabled
   -h, --help                 show this help
@@ -186,6 +192,7 @@ async function serveCommand(args: string[], io: CtlIo, createHttp?: HttpStarter)
     "broker-password-file": { type: "string" },
     "broker-ca": { type: "string" },
     shared: { type: "boolean" },
+    "replica-id": { type: "string" },
     database: { type: "string" },
     "api-token-file": { type: "string" },
     "webhook-secret-file": { type: "string" },
@@ -196,9 +203,20 @@ async function serveCommand(args: string[], io: CtlIo, createHttp?: HttpStarter)
   }
   if (
     !values.broker &&
-    (values["broker-username"] || values["broker-password-file"] || values["broker-ca"] || values.shared)
+    (values["broker-username"] ||
+      values["broker-password-file"] ||
+      values["broker-ca"] ||
+      values.shared ||
+      values["replica-id"])
   ) {
-    throw new FleetError("--broker-username, --broker-password-file, --broker-ca and --shared need --broker", {
+    throw new FleetError(
+      "--broker-username, --broker-password-file, --broker-ca, --shared and --replica-id need --broker",
+      { code: "EUSAGE" },
+    );
+  }
+  const replicaId = values["replica-id"];
+  if (replicaId !== undefined && !/^[A-Za-z0-9][A-Za-z0-9._-]{0,40}$/.test(replicaId)) {
+    throw new FleetError(`--replica-id ${replicaId}: expected 1 to 41 letters, digits, '.', '_' or '-'`, {
       code: "EUSAGE",
     });
   }
@@ -217,6 +235,7 @@ async function serveCommand(args: string[], io: CtlIo, createHttp?: HttpStarter)
             broker: {
               url: values.broker,
               shared: values.shared ?? false,
+              ...(replicaId !== undefined ? { replicaId } : {}),
               ...(values["broker-username"] ? { username: values["broker-username"] } : {}),
               ...(values["broker-password-file"] ? { passwordFile: values["broker-password-file"] } : {}),
               ...(values["broker-ca"] ? { caFile: values["broker-ca"] } : {}),

@@ -32,6 +32,8 @@ export interface ExternalBrokerSettings {
   passwordFile?: string;
   caFile?: string;
   shared: boolean;
+  /** This replica's name: its MQTT client id is `driftlessctl-ID` (default: DATA/broker-client-id). */
+  replicaId?: string;
 }
 
 export interface ServeOptions {
@@ -40,7 +42,7 @@ export interface ServeOptions {
   /** The embedded broker's address (ignored with `broker`). */
   mqtt: HostPort;
   broker?: ExternalBrokerSettings;
-  /** `sqlite:PATH`; absent: DATA/fleet.db. */
+  /** `sqlite:PATH` or `postgres://...` (`postgresql://`); absent: DATA/fleet.db. */
   database?: string;
   apiTokenFile?: string;
   webhookSecretFile?: string;
@@ -103,7 +105,7 @@ export async function startServe(options: ServeOptions, deps: ServeDeps): Promis
   const webhookSecret = options.webhookSecretFile
     ? readSecret(options.webhookSecretFile, "--webhook-secret-file")
     : null;
-  const store = openStore(options);
+  const store = await openStore(options);
   const closers: Array<() => Promise<void>> = [() => store.close()];
   const close = async () => {
     for (const closer of closers.splice(0).reverse()) {
@@ -121,7 +123,7 @@ export async function startServe(options: ServeOptions, deps: ServeDeps): Promis
       const settings = options.broker;
       broker = new ExternalBroker({
         url: settings.url,
-        clientId: brokerClientId(options.dataDir),
+        clientId: settings.replicaId ? `driftlessctl-${settings.replicaId}` : brokerClientId(options.dataDir),
         ...(settings.username !== undefined ? { username: settings.username } : {}),
         ...(settings.passwordFile ? { password: readSecret(settings.passwordFile, "--broker-password-file") } : {}),
         ...(settings.caFile ? { ca: readFile(settings.caFile, "--broker-ca") } : {}),
@@ -221,7 +223,7 @@ function watchCredentials(
   };
 }
 
-function openStore(options: ServeOptions): FleetStore {
+async function openStore(options: ServeOptions): Promise<FleetStore> {
   const database = options.database;
   if (database === undefined) return SqliteFleetStore.open(options.dataDir);
   if (database.startsWith("sqlite:")) {
@@ -229,12 +231,14 @@ function openStore(options: ServeOptions): FleetStore {
     if (!file) throw new FleetError(`--database ${database}: expected sqlite:PATH`, { code: "EUSAGE" });
     return SqliteFleetStore.openFile(path.resolve(file));
   }
-  if (/^postgres(ql)?:/.test(database)) {
-    throw new FleetError("--database: PostgreSQL is not supported yet (a later version); use sqlite:PATH or omit it", {
-      code: "EUSAGE",
-    });
+  if (/^postgres(ql)?:\/\//.test(database)) {
+    // Loaded only here: a serve on SQLite never loads pg.
+    const { PgFleetStore } = await import("./store/pg.js");
+    return PgFleetStore.open(database);
   }
-  throw new FleetError(`--database ${database}: expected sqlite:PATH`, { code: "EUSAGE" });
+  throw new FleetError(`--database ${database}: expected sqlite:PATH, postgres://... or postgresql://...`, {
+    code: "EUSAGE",
+  });
 }
 
 /** DATA/api-token: read, or made (random, mode 0600) the first time. */

@@ -78,9 +78,9 @@ describe.skipIf(!haveMosquitto)("control plane with Mosquitto", () => {
       },
     );
   let next = 100;
-  const reportAcked = async (client: MqttClient, acks: unknown[]) => {
+  const reportAcked = async (client: MqttClient, acks: unknown[], name = "edge-1") => {
     const seq = next++;
-    await publish(client, hostTopic("edge-1", "report"), runReport("edge-1", seq, { runId: `r-${seq}` }));
+    await publish(client, hostTopic(name, "report"), runReport(name, seq, { runId: `r-${seq}` }));
     await waitFor(`ack ${seq}`, () => acks.some((a) => (a as { upTo: number }).upTo >= seq));
     return seq;
   };
@@ -164,12 +164,22 @@ describe.skipIf(!haveMosquitto)("control plane with Mosquitto", () => {
     await broker.close();
     const client = await host("edge-1");
     await publish(client, hostTopic("edge-1", "report"), runReport("edge-1", next++, { runId: "while-away" }));
-    await startControlPlane(true);
+    await startControlPlane();
     await waitFor("the report sent while away", async () =>
       (await store.listRuns("edge-1", { limit: 50 })).some((r) => r.runId === "while-away"),
     );
-    // And, through the shared subscription now, new reports too.
     await reportAcked(client, await collect(client, hostTopic("edge-1", "ack")));
+  });
+
+  it("as a replica (shared): reads reports through $share, and the retained status at start", async () => {
+    await broker.close();
+    const client = await host("edge-2", 7);
+    const status = statusPayload("edge-2", { session: 7, version: "9.9.9" });
+    await client.publishAsync(hostTopic("edge-2", "status"), JSON.stringify(status), { qos: 1, retain: true });
+    await startControlPlane(true);
+    // Retained status: a plain subscription, delivered at subscribe (a $share one would not get it).
+    await waitFor("the retained status", async () => (await store.getHost("edge-2", new Date()))?.version === "9.9.9");
+    await reportAcked(client, await collect(client, hostTopic("edge-2", "ack")), "edge-2");
   });
 
   it("runs as `driftlessctl serve --broker` with its password in a file, and says so when refused", async () => {

@@ -79,7 +79,12 @@ describe("driftlessctl", () => {
       expect(result.stdout).toMatch(/Usage: driftlessctl/);
     }
     expect(ctl(["serve", "--nope"])).toMatchObject({ exitCode: 1 });
-    expect(ctl(["serve", "--database", "postgres://x/y", "--data", dir]).stderr).toMatch(/PostgreSQL.*later/);
+    // PostgreSQL is accepted: an unreachable server is a store error, a password never printed.
+    expect(ctl(["serve", "--database", "postgres://u:secret@127.0.0.1:1/y", "--data", dir])).toMatchObject({
+      exitCode: 1,
+      stderr: expect.stringMatching(/cannot open the fleet database postgres:\/\/u:\*\*\*@127\.0\.0\.1:1\/y/),
+    });
+    expect(ctl(["serve", "--database", "mysql://x/y", "--data", dir]).stderr).toMatch(/expected sqlite:PATH, postgres/);
     expect(ctl(["hosts", "add", "bad/name", "--data", dir])).toMatchObject({ exitCode: 1 });
   });
 

@@ -71,6 +71,51 @@ export function describeFleetStore(name: string, open: (options?: StoreOptions) 
       ]);
     });
 
+    it("comes to the same state whatever order replicas apply a session's statuses in", async () => {
+      const store = await fresh();
+      const online = statusPayload("edge-1", { session: 3 });
+      const offline = statusPayload("edge-1", { session: 3, state: "offline" });
+      expect(await store.recordStatus("edge-1", online, at(0))).toBe(true);
+      expect(await store.recordStatus("edge-1", offline, at(1000))).toBe(true);
+      // Another replica applies its copies late: the online of a finished session changes nothing.
+      expect(await store.recordStatus("edge-1", online, at(2000))).toBe(false);
+      expect(await store.recordStatus("edge-1", offline, at(3000))).toBe(true);
+      const host = await store.getHost("edge-1", at(4000));
+      expect(host?.presence).toBe("offline");
+      expect(host?.history.map((h) => [h.from, h.to])).toEqual([
+        ["online", "offline"],
+        [null, "online"],
+      ]);
+    });
+
+    it("takes a replayed (retained) status or facts as news only when the store did not know them", async () => {
+      const store = await fresh();
+      const replayed = { replayed: true };
+      // Unknown host: the retained status is all there is.
+      expect(await store.recordStatus("edge-1", statusPayload("edge-1", { session: 2 }), at(0), replayed)).toBe(true);
+      await store.recordFacts("edge-1", factsPayload("edge-1"), at(0), replayed);
+      // A replica starting later replays the same status and facts: no sign of life.
+      expect(
+        await store.recordStatus("edge-1", statusPayload("edge-1", { session: 2 }), at(STALE_AFTER_MS), replayed),
+      ).toBe(false);
+      await store.recordFacts("edge-1", factsPayload("edge-1"), at(STALE_AFTER_MS), replayed);
+      const host = await store.getHost("edge-1", at(STALE_AFTER_MS + 1));
+      expect(host).toMatchObject({ presence: "stale", lastSeen: at(0).toISOString() });
+      // A replayed status of a newer session was missed: applied.
+      expect(await store.recordStatus("edge-1", statusPayload("edge-1", { session: 3 }), at(1000), replayed)).toBe(
+        true,
+      );
+    });
+
+    it("never moves the last sign of life backwards when replicas apply heartbeats out of order", async () => {
+      const store = await fresh();
+      await store.recordStatus("edge-1", statusPayload("edge-1"), at(0));
+      await store.recordHeartbeat("edge-1", heartbeatPayload("edge-1"), at(60_000));
+      await store.recordHeartbeat("edge-1", heartbeatPayload("edge-1"), at(30_000));
+      expect((await store.getHost("edge-1", at(60_000 + STALE_AFTER_MS)))?.presence).toBe("online");
+      expect((await store.getHost("edge-1", at(60_000 + STALE_AFTER_MS + 1)))?.presence).toBe("stale");
+    });
+
     it("keeps what the status says: version, mode, commit, labels, last run", async () => {
       const store = await fresh();
       await store.recordStatus(

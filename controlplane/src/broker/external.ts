@@ -1,8 +1,19 @@
 /**
  * An external broker (Mosquitto, EMQX, HiveMQ): the control plane is one MQTT.js client with its
- * own credentials. It subscribes to the four topics agents publish on (with `shared`, through
- * `$share/driftlessctl/...`, so replicas split the ingest), QoS 1, with a persistent session and a
- * stable client id: what hosts publish while the control plane restarts waits in the broker.
+ * own credentials. It subscribes to the four topics agents publish on, QoS 1, with a stable
+ * client id.
+ *
+ * Alone (`shared` off), it keeps a persistent session: what hosts publish while the control
+ * plane restarts waits in the broker.
+ *
+ * As one of several replicas (`shared`), reports and heartbeats go through shared subscriptions
+ * (`$share/driftlessctl/...`): each is delivered to one replica. Status and facts stay plain
+ * subscriptions: every replica receives every one, and the retained ones when it starts (a
+ * broker sends no retained message to a shared subscription); the store applies them so that
+ * copies and orders make no difference (store/logic.ts, statusApplies). The session is clean:
+ * Mosquitto 2.0.11 (Debian 12) does not restore the `$share` subscriptions of a persistent
+ * session, and a replica's crash loses nothing anyway, since an agent sends again every report
+ * the control plane has not acknowledged.
  *
  * The broker authenticates hosts and its ACL makes the topic's id the sender's username
  * (Mosquitto: `pattern write driftless/v1/hosts/%u/...`, docs/mosquitto/); the sender is not
@@ -33,8 +44,10 @@ export interface ExternalBrokerOptions {
 
 /** The topics of the ingest: what agents publish (acks and commands are not read back). */
 export function ingestFilters(shared: boolean): string[] {
-  const prefix = shared ? `$share/${SHARED_GROUP}/` : "";
-  return ["status", "heartbeat", "report", "facts"].map((kind) => `${prefix}${TOPIC_ROOT}/hosts/+/${kind}`);
+  return ["status", "heartbeat", "report", "facts"].map((kind) => {
+    const filter = `${TOPIC_ROOT}/hosts/+/${kind}`;
+    return shared && (kind === "report" || kind === "heartbeat") ? `$share/${SHARED_GROUP}/${filter}` : filter;
+  });
 }
 
 export class ExternalBroker implements FleetBroker {
@@ -56,7 +69,7 @@ export class ExternalBroker implements FleetBroker {
     const options: IClientOptions = {
       clientId: this.#options.clientId,
       protocolVersion: 4,
-      clean: false,
+      clean: this.#options.shared,
       reconnectPeriod: 2000,
       connectTimeout: this.#options.connectTimeoutMs ?? 30_000,
       resubscribe: true,
@@ -69,8 +82,8 @@ export class ExternalBroker implements FleetBroker {
     parsed.username = "";
     parsed.password = "";
     const client = mqtt.connect(parsed.toString(), options);
-    client.on("message", (topic, payload) => {
-      const message: InboundMessage = { topic, payload, sender: null };
+    client.on("message", (topic, payload, packet) => {
+      const message: InboundMessage = { topic, payload, sender: null, retained: packet.retain };
       for (const handler of this.#handlers) handler(message);
     });
     client.on("reconnect", () => log.info("reconnecting to the broker", { url: parsed.toString() }));

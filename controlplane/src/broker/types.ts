@@ -7,6 +7,8 @@ export interface InboundMessage {
   payload: Buffer;
   /** The authenticated username (embedded broker), or null when unknown (external broker). */
   sender: string | null;
+  /** A retained message replayed at subscribe (external broker, a replica's cold start). */
+  retained?: boolean;
 }
 
 export interface FleetBroker {

@@ -100,10 +100,11 @@ export function createIngest(deps: IngestDeps): Ingest {
 
   const store = async (kind: string, host: string, payload: unknown, message: InboundMessage) => {
     const receivedAt = deps.now();
+    const replay = { replayed: message.retained === true };
     try {
       switch (kind) {
         case "status": {
-          const recorded = await deps.store.recordStatus(host, payload as never, receivedAt);
+          const recorded = await deps.store.recordStatus(host, payload as never, receivedAt, replay);
           if (!recorded) stats.statusIgnored++;
           else deps.events?.emit({ kind: "status", host });
           break;
@@ -112,7 +113,7 @@ export function createIngest(deps: IngestDeps): Ingest {
           await deps.store.recordHeartbeat(host, payload as never, receivedAt);
           break;
         case "facts":
-          await deps.store.recordFacts(host, payload as never, receivedAt);
+          await deps.store.recordFacts(host, payload as never, receivedAt, replay);
           deps.events?.emit({ kind: "facts", host });
           break;
         case "report": {

@@ -15,6 +15,38 @@ export function effectivePresence(stored: string | null, lastBeatMs: number | nu
   return stored as Presence;
 }
 
+/** How a status or facts message reached the control plane. */
+export interface ReceiveOptions {
+  /**
+   * A retained message the broker replayed when this replica subscribed (a replica's cold
+   * start), not one the host just sent: no sign of life, and nothing new when the session is
+   * already known.
+   */
+  replayed?: boolean;
+}
+
+/**
+ * Whether a status changes anything, given the host's stored session and presence. Replicas
+ * that all read the status topic may apply the same statuses in different orders; these rules
+ * make that come out the same:
+ * - a status of an older session never overrides a newer one;
+ * - within one session, `offline` and `lost` are final (the agent says them last, then a new
+ *   connection has a new session): an `online` of that session arriving after them is a late
+ *   copy, ignored, so two replicas never flip a host back and forth;
+ * - a replayed (retained) status of a session already stored is ignored: a replica starting
+ *   must not make a silent host look alive again.
+ */
+export function statusApplies(
+  stored: { session: number; presence: string | null },
+  status: { session: number; state: string },
+  options: ReceiveOptions = {},
+): boolean {
+  if (status.session < stored.session) return false;
+  if (status.session > stored.session) return true;
+  if (options.replayed && stored.presence !== null) return false;
+  return !(status.state === "online" && (stored.presence === "offline" || stored.presence === "lost"));
+}
+
 /**
  * The acknowledgement state of one host: `upTo` (every report with a seq up to it is stored, or
  * null before the first report) and the seq ranges stored above it, not yet contiguous.

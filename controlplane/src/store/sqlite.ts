@@ -9,7 +9,24 @@ import { createRequire } from "node:module";
 import * as path from "node:path";
 import type BetterSqlite3 from "better-sqlite3";
 import { FleetError } from "../errors.js";
-import { type AckState, advanceAck, effectivePresence, STALE_AFTER_MS } from "./logic.js";
+import {
+  type AckState,
+  advanceAck,
+  effectivePresence,
+  type ReceiveOptions,
+  STALE_AFTER_MS,
+  statusApplies,
+} from "./logic.js";
+import {
+  type HistoryRow,
+  type HostRow,
+  matches,
+  type RunRow,
+  summarize,
+  toDetail,
+  toRunView,
+  toSummary,
+} from "./rows.js";
 import {
   DEFAULT_RUNS_PER_HOST,
   type FactsPayload,
@@ -18,15 +35,12 @@ import {
   type FleetSummary,
   type HeartbeatPayload,
   HISTORY_LIMIT,
-  type HistoryEntry,
   type HostDetail,
   type HostFilter,
   type HostSummary,
-  type Presence,
   type ReportPayload,
   type RunView,
   type StatusPayload,
-  type SyncState,
 } from "./types.js";
 
 /** Each migration runs once, in order; `PRAGMA user_version` counts those applied. */
@@ -110,47 +124,6 @@ const DELIVERY_RETENTION_MS = 7 * 24 * 3600 * 1000;
 export interface SqliteStoreOptions {
   /** Runs kept per host (default DEFAULT_RUNS_PER_HOST, 200). */
   runsPerHost?: number;
-}
-
-interface HostRow {
-  id: string;
-  session: number;
-  presence: string | null;
-  beat_ms: number | null;
-  last_seen: string | null;
-  version: string | null;
-  mode: string | null;
-  status_commit: string | null;
-  status_last_run: string | null;
-  agent_labels: string | null;
-  sync: string | null;
-  run_commit: string | null;
-  last_seq: number | null;
-  last_run: string | null;
-  drift: string | null;
-  facts: string | null;
-  facts_hash: string | null;
-  ack_up_to: number | null;
-  ack_pending: string;
-  cred_labels: string | null;
-}
-
-interface RunRow {
-  run_id: string;
-  seq: number;
-  kind: string;
-  git_commit: string | null;
-  source: string | null;
-  mode: string;
-  result: string;
-  sync: string;
-  started_at: string;
-  ended_at: string;
-  changes: string;
-  drift: string;
-  errors: string;
-  fold: string | null;
-  received_at: string;
 }
 
 const HOST_SELECT = `SELECT h.*, c.labels AS cred_labels FROM hosts h LEFT JOIN credentials c ON c.host = h.id`;
@@ -246,10 +219,10 @@ export class SqliteFleetStore implements FleetStore {
 
   // --- ingest ------------------------------------------------------------------------------
 
-  recordStatus(host: string, status: StatusPayload, receivedAt: Date): Promise<boolean> {
+  recordStatus(host: string, status: StatusPayload, receivedAt: Date, options?: ReceiveOptions): Promise<boolean> {
     return this.#write(() => {
       const row = this.#hostRow(host);
-      if (status.session < row.session) return false;
+      if (!statusApplies(row, status, options)) return false;
       const at = receivedAt.toISOString();
       const nowMs = receivedAt.getTime();
       this.#presenceChange(row, status.state, nowMs);
@@ -264,7 +237,7 @@ export class SqliteFleetStore implements FleetStore {
         host,
         session: status.session,
         presence: status.state,
-        beatMs: status.state === "online" ? nowMs : row.beat_ms,
+        beatMs: status.state === "online" ? Math.max(row.beat_ms ?? 0, nowMs) : row.beat_ms,
         at,
         version: status.version ?? null,
         mode: status.mode ?? null,
@@ -291,7 +264,7 @@ export class SqliteFleetStore implements FleetStore {
       this.#sql("UPDATE hosts SET session = ?, presence = ?, beat_ms = ?, last_seen = ? WHERE id = ?").run(
         beat.session,
         presence,
-        presence === "online" ? nowMs : row.beat_ms,
+        presence === "online" ? Math.max(row.beat_ms ?? 0, nowMs) : row.beat_ms,
         receivedAt.toISOString(),
         host,
       );
@@ -348,9 +321,10 @@ export class SqliteFleetStore implements FleetStore {
     });
   }
 
-  recordFacts(host: string, facts: FactsPayload, receivedAt: Date): Promise<void> {
+  recordFacts(host: string, facts: FactsPayload, receivedAt: Date, options?: ReceiveOptions): Promise<void> {
     return this.#write(() => {
-      this.#hostRow(host);
+      const row = this.#hostRow(host);
+      if (options?.replayed && row.facts_hash === facts.hash) return;
       this.#sql("UPDATE hosts SET facts = ?, facts_hash = ?, last_seen = ? WHERE id = ?").run(
         JSON.stringify(facts.facts),
         facts.hash,
@@ -391,32 +365,10 @@ export class SqliteFleetStore implements FleetStore {
   async getHost(host: string, now: Date): Promise<HostDetail | null> {
     const row = this.#sql(`${HOST_SELECT} WHERE h.id = ?`).get(host) as HostRow | undefined;
     if (!row) return null;
-    const nowMs = now.getTime();
-    const history = (
-      this.#sql("SELECT at, field, from_value, to_value FROM history WHERE host = ? ORDER BY id DESC LIMIT ?").all(
-        host,
-        HISTORY_LIMIT,
-      ) as Array<{ at: string; field: string; from_value: string | null; to_value: string }>
-    ).map(
-      (h): HistoryEntry => ({
-        at: h.at,
-        field: h.field as HistoryEntry["field"],
-        from: h.from_value,
-        to: h.to_value,
-      }),
-    );
-    // Staleness is noticed by absence: show it in the history when it is the case now.
-    if (row.presence === "online" && effectivePresence(row.presence, row.beat_ms, nowMs) === "stale") {
-      const at = new Date((row.beat_ms ?? nowMs) + STALE_AFTER_MS).toISOString();
-      history.unshift({ at, field: "presence", from: "online", to: "stale" });
-    }
-    return {
-      ...toSummary(row, nowMs),
-      facts: parse(row.facts, null),
-      drift: parse(row.drift, []),
-      session: row.session,
-      history,
-    };
+    const history = this.#sql(
+      "SELECT at, field, from_value, to_value FROM history WHERE host = ? ORDER BY id DESC LIMIT ?",
+    ).all(host, HISTORY_LIMIT) as HistoryRow[];
+    return toDetail(row, history, now.getTime());
   }
 
   async listRuns(host: string, options: { limit: number; beforeSeq?: number }): Promise<RunView[]> {
@@ -427,22 +379,7 @@ export class SqliteFleetStore implements FleetStore {
   }
 
   async summary(now: Date): Promise<FleetSummary> {
-    const hosts = await this.listHosts({}, now);
-    const presence: Record<Presence, number> = { online: 0, stale: 0, offline: 0, lost: 0, unknown: 0 };
-    const sync: Record<SyncState, number> = { "in-sync": 0, drifted: 0, failed: 0, "never-reported": 0 };
-    const commits: Record<string, number> = {};
-    const labels: Record<string, Record<string, number>> = {};
-    for (const host of hosts) {
-      presence[host.presence]++;
-      sync[host.sync]++;
-      if (host.commit !== null) commits[host.commit] = (commits[host.commit] ?? 0) + 1;
-      for (const [key, value] of Object.entries(host.labels)) {
-        const values = labels[key] ?? {};
-        values[value] = (values[value] ?? 0) + 1;
-        labels[key] = values;
-      }
-    }
-    return { hosts: hosts.length, presence, sync, commits, head: this.#head(), labels };
+    return summarize(await this.listHosts({}, now), this.#head());
   }
 
   #head(): FleetHead | null {
@@ -597,60 +534,6 @@ export class SqliteFleetStore implements FleetStore {
          LIMIT 1 OFFSET ?)`,
     ).run(host, host, this.#runsPerHost - 1);
   }
-}
-
-function toSummary(row: HostRow, nowMs: number): HostSummary {
-  const presence = effectivePresence(row.presence, row.beat_ms, nowMs);
-  // Labels: the agent's own, overridden by the ones given with `hosts add` (an operator's word
-  // weighs more than a host's).
-  const labels = { ...parse<Record<string, string>>(row.agent_labels, {}), ...parse(row.cred_labels, {}) };
-  return {
-    id: row.id,
-    presence,
-    online: presence === "online",
-    sync: (row.sync ?? "never-reported") as SyncState,
-    commit: row.last_seq !== null ? row.run_commit : row.status_commit,
-    lastSeen: row.last_seen,
-    labels,
-    version: row.version,
-    mode: row.mode,
-    lastRun: parse(row.last_run, null) ?? parse(row.status_last_run, null),
-  };
-}
-
-function matches(host: HostSummary, filter: HostFilter): boolean {
-  if (filter.state !== undefined && host.presence !== filter.state && host.sync !== filter.state) return false;
-  if (filter.commit !== undefined && !(host.commit ?? "").startsWith(filter.commit)) return false;
-  if (filter.name !== undefined && !host.id.toLowerCase().includes(filter.name.toLowerCase())) return false;
-  for (const [key, value] of Object.entries(filter.labels ?? {})) {
-    if (host.labels[key] !== value) return false;
-  }
-  return true;
-}
-
-function toRunView(row: RunRow): RunView {
-  const view: RunView = {
-    runId: row.run_id,
-    seq: row.seq,
-    kind: row.kind as RunView["kind"],
-    commit: row.git_commit,
-    mode: row.mode,
-    result: row.result,
-    sync: row.sync,
-    startedAt: row.started_at,
-    endedAt: row.ended_at,
-    changes: JSON.parse(row.changes),
-    drift: JSON.parse(row.drift),
-    errors: JSON.parse(row.errors),
-    receivedAt: row.received_at,
-  };
-  if (row.source !== null) view.source = row.source;
-  if (row.fold !== null) view.fold = JSON.parse(row.fold);
-  return view;
-}
-
-function parse<T>(text: string | null, fallback: T): T {
-  return text === null ? fallback : (JSON.parse(text) as T);
 }
 
 function migrate(db: BetterSqlite3.Database, file: string): void {

@@ -4,6 +4,7 @@
  * implementation, and every implementation passes `test/support/store-suite.ts`.
  */
 import type { FactsPayload, HeartbeatPayload, ReportPayload, StatusPayload } from "../../../protocol/schema.js";
+import type { ReceiveOptions } from "./logic.js";
 
 export type { FactsPayload, HeartbeatPayload, ReportPayload, StatusPayload };
 
@@ -107,15 +108,19 @@ export interface FleetStore {
   removeCredential(host: string): Promise<boolean>;
   credentialHash(host: string): Promise<string | null>;
   // ingest
-  /** false: from an older session than the host's current one, ignored. */
-  recordStatus(host: string, status: StatusPayload, receivedAt: Date): Promise<boolean>;
+  /**
+   * false: ignored, by the rules of `statusApplies` (store/logic.ts): from an older session, a
+   * late `online` after the session's `offline` or `lost`, or a replayed status already known.
+   */
+  recordStatus(host: string, status: StatusPayload, receivedAt: Date, options?: ReceiveOptions): Promise<boolean>;
   recordHeartbeat(host: string, beat: HeartbeatPayload, receivedAt: Date): Promise<void>;
   /**
    * Idempotent by (host, runId). `ackUpTo`: every report of this host with a seq up to it is
    * stored (docs/protocol.md, "Acknowledgements"); the agent drops those from its outbox.
    */
   recordReport(host: string, report: ReportPayload, receivedAt: Date): Promise<{ duplicate: boolean; ackUpTo: number }>;
-  recordFacts(host: string, facts: FactsPayload, receivedAt: Date): Promise<void>;
+  /** Replayed facts the store already has (same hash) change nothing, not even `lastSeen`. */
+  recordFacts(host: string, facts: FactsPayload, receivedAt: Date, options?: ReceiveOptions): Promise<void>;
   // queries (now: to compute `stale` from the last heartbeat)
   listHosts(filter: HostFilter, now: Date): Promise<HostSummary[]>;
   getHost(host: string, now: Date): Promise<HostDetail | null>;
