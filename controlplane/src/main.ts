@@ -62,6 +62,7 @@ Options:
                              made once and kept in DATA/broker-client-id)
   --database URL             sqlite:PATH (default DATA/fleet.db), or postgres://USER@HOST/DB
                              (postgresql:// too) for replicas sharing one database
+                             (env DRIFTLESS_DATABASE)
   --api-token-file FILE      the API token (default: DATA/api-token, made on first start)
   --webhook-secret-file F    the secret of Git webhooks (POST /hooks/git); none: hooks disabled
   -h, --help                 show this help
@@ -88,12 +89,14 @@ Options:
   -h, --help         show this help
 `;
 
-const HOSTS_ADD_HELP = `Usage: driftlessctl hosts add NAME [--data DIR] [--label KEY=VALUE]... [--json]
+const HOSTS_ADD_HELP = `Usage: driftlessctl hosts add NAME [--data DIR | --database URL] [--label KEY=VALUE]... [--json]
                              [--install-command [--broker-url URL] [--source URL] [--download-url URL]]
 
-Creates the MQTT credentials of host NAME (its agent's \`host\`) in DATA/fleet.db and prints the
-password once: it is stored only as a hash. --json prints {"host", "username", "password"}.
-Labels given here are the host's, over the ones its agent reports.
+Creates the MQTT credentials of host NAME (its agent's \`host\`) in the fleet store (DATA/fleet.db,
+or the --database serve uses) and prints the password once: it is stored only as a hash. --json
+prints {"host", "username", "password"}. Labels given here are the host's, over the ones its
+agent reports. The embedded broker of every serve on that store accepts the host at once; an
+external broker checks its own credentials (docs/controlplane.md).
 
 With --install-command it prints instead the line to paste, as root, on the new host (the
 password is in it, once): it writes the password to /etc/driftless/mqtt-password (mode 0600),
@@ -104,6 +107,8 @@ GIT-HOST) are named on stderr: replace them, or give the flags.
 
 Options:
   --data DIR            data directory (default ./driftless-data)
+  --database URL        the fleet store, as serve's: sqlite:PATH, or postgres://USER@HOST/DB
+                        (postgresql:// too); env DRIFTLESS_DATABASE; default DATA/fleet.db
   --label KEY=VALUE     a label (repeatable); also passed to driftless install in the line
   --json                print JSON
   --install-command     print the line to paste on the new host
@@ -116,11 +121,20 @@ Options:
   -h, --help            show this help
 `;
 
-const HOSTS_REMOVE_HELP = `Usage: driftlessctl hosts remove NAME [--data DIR] [--json]
+const HOSTS_REMOVE_HELP = `Usage: driftlessctl hosts remove NAME [--data DIR | --database URL] [--json]
 
-Revokes host NAME's credentials and forgets its records. A serve running on the same data
-directory closes the host's connection within 2 seconds; its reconnects are refused.
+Revokes host NAME's credentials and forgets its records. Every serve with the embedded broker on
+the same store (data directory, or PostgreSQL database shared by replicas) closes the host's
+connection within 2 seconds; its reconnects are refused. An external broker checks its own
+credentials: remove the host there too.
 Exit codes: 0 removed, 3 no such host, 1 bad usage.
+
+Options:
+  --data DIR            data directory (default ./driftless-data)
+  --database URL        the fleet store, as serve's: sqlite:PATH, or postgres://USER@HOST/DB
+                        (postgresql:// too); env DRIFTLESS_DATABASE; default DATA/fleet.db
+  --json                print {"host", "removed"}
+  -h, --help            show this help
 `;
 
 const SCHEMA_HELP = `Usage: driftlessctl schema
@@ -224,6 +238,8 @@ async function serveCommand(args: string[], io: CtlIo, createHttp?: HttpStarter)
     throw new FleetError(`--broker ${values.broker}: expected mqtt://, mqtts://, ws:// or wss://`, { code: "EUSAGE" });
   }
   const { startServe } = await import("./serve.js");
+  const { databaseSetting } = await import("./store/open.js");
+  const { database, origin } = databaseSetting(values.database, process.env);
   const log = io.logger();
   const running = await startServe(
     {
@@ -242,7 +258,7 @@ async function serveCommand(args: string[], io: CtlIo, createHttp?: HttpStarter)
             },
           }
         : {}),
-      ...(values.database ? { database: values.database } : {}),
+      ...(database ? { database, databaseOrigin: origin } : {}),
       ...(values["api-token-file"] ? { apiTokenFile: values["api-token-file"] } : {}),
       ...(values["webhook-secret-file"] ? { webhookSecretFile: values["webhook-secret-file"] } : {}),
     },
@@ -310,6 +326,7 @@ async function hostsAdd(args: string[], io: CtlIo): Promise<number> {
     args,
     {
       data: { type: "string" },
+      database: { type: "string" },
       json: { type: "boolean" },
       label: { type: "string", multiple: true },
       "install-command": { type: "boolean" },
@@ -329,7 +346,7 @@ async function hostsAdd(args: string[], io: CtlIo): Promise<number> {
   const line = await installLine(values, host, labels);
   const { generatePassword, hashPassword } = await import("./auth/password.js");
   const password = generatePassword();
-  const store = await openDataStore(values.data);
+  const { store } = await openDataStore(values);
   try {
     await store.addCredential(host, await hashPassword(password), labels);
   } finally {
@@ -388,20 +405,24 @@ async function installLine(
 }
 
 async function hostsRemove(args: string[], io: CtlIo): Promise<number> {
-  const { values, positionals } = parse(args, { data: { type: "string" }, json: { type: "boolean" } }, true);
+  const { values, positionals } = parse(
+    args,
+    { data: { type: "string" }, database: { type: "string" }, json: { type: "boolean" } },
+    true,
+  );
   if (values.help) {
     io.out(HOSTS_REMOVE_HELP);
     return 0;
   }
   const host = hostName(positionals, HOSTS_REMOVE_HELP);
-  const store = await openDataStore(values.data);
+  const { store, where } = await openDataStore(values);
   let removed: boolean;
   try {
     removed = await store.removeCredential(host);
   } finally {
     await store.close();
   }
-  if (!removed) throw new FleetError(`no host ${host} in ${values.data ?? "./driftless-data"}`, { code: "ENOTFOUND" });
+  if (!removed) throw new FleetError(`no host ${host} in ${where}`, { code: "ENOTFOUND" });
   if (values.json) io.out(JSON.stringify({ host, removed: true }));
   else io.out(`Host ${host} removed: its credentials are revoked; a running serve disconnects it.`);
   return 0;
@@ -418,12 +439,13 @@ function hostName(positionals: string[], help: string): string {
   return host;
 }
 
-async function openDataStore(dataDir: string | undefined) {
-  const fs = await import("node:fs");
-  const dir = dataDir ?? "./driftless-data";
-  fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
-  const { SqliteFleetStore } = await import("./store/sqlite.js");
-  return SqliteFleetStore.open(dir);
+/** The store of `hosts add|remove`: the one serve opens with the same --data and --database; `where` names it. */
+async function openDataStore(values: { data?: string; database?: string }) {
+  const { databaseSetting, describeDatabase, openFleetStore } = await import("./store/open.js");
+  const { database, origin } = databaseSetting(values.database, process.env);
+  const dataDir = values.data ?? "./driftless-data";
+  const store = await openFleetStore(database, dataDir, origin);
+  return { store, where: await describeDatabase(database, dataDir) };
 }
 
 /** `HOST:PORT`, `[V6]:PORT`, or `:PORT` (on `defaultHost`). */

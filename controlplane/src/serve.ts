@@ -2,9 +2,11 @@
  * `driftlessctl serve`: wires the store, the broker (embedded Aedes or an external one), the
  * ingest, and the HTTP part (given as `createHttp`, see ServeContext).
  *
- * A running serve notices credentials removed by `driftlessctl hosts remove` (another process on
- * the same data directory) by reading the credential table every `credentialPollMs`, and closes
- * those hosts' connections; their reconnect is refused at once, as every connect reads the store.
+ * A running serve with the embedded broker notices credentials removed by `driftlessctl hosts
+ * remove` (another process on the same data directory or database) by reading the credential
+ * table every `credentialPollMs`, and closes those hosts' connections; their reconnect is refused
+ * at once, as every connect reads the store. Replicas on one PostgreSQL database each read it, so
+ * a removal reaches every one of them.
  */
 import { randomBytes } from "node:crypto";
 import * as fs from "node:fs";
@@ -18,7 +20,7 @@ import type { FleetBroker } from "./broker/types.js";
 import { FleetError } from "./errors.js";
 import { createFleetEvents, type FleetEvents } from "./events/events.js";
 import { createIngest, type IngestStats } from "./ingest/ingest.js";
-import { SqliteFleetStore } from "./store/sqlite.js";
+import { openFleetStore } from "./store/open.js";
 import type { FleetStore } from "./store/types.js";
 
 export interface HostPort {
@@ -44,6 +46,8 @@ export interface ServeOptions {
   broker?: ExternalBrokerSettings;
   /** `sqlite:PATH` or `postgres://...` (`postgresql://`); absent: DATA/fleet.db. */
   database?: string;
+  /** Where `database` came from, for messages (default `--database`). */
+  databaseOrigin?: string;
   apiTokenFile?: string;
   webhookSecretFile?: string;
   /** How often removed credentials are looked for (default 2 s). */
@@ -105,7 +109,7 @@ export async function startServe(options: ServeOptions, deps: ServeDeps): Promis
   const webhookSecret = options.webhookSecretFile
     ? readSecret(options.webhookSecretFile, "--webhook-secret-file")
     : null;
-  const store = await openStore(options);
+  const store = await openFleetStore(options.database, options.dataDir, options.databaseOrigin);
   const closers: Array<() => Promise<void>> = [() => store.close()];
   const close = async () => {
     for (const closer of closers.splice(0).reverse()) {
@@ -221,24 +225,6 @@ function watchCredentials(
     clearInterval(timer);
     await running;
   };
-}
-
-async function openStore(options: ServeOptions): Promise<FleetStore> {
-  const database = options.database;
-  if (database === undefined) return SqliteFleetStore.open(options.dataDir);
-  if (database.startsWith("sqlite:")) {
-    const file = database.slice("sqlite:".length).replace(/^\/\/(?=\/)/, "");
-    if (!file) throw new FleetError(`--database ${database}: expected sqlite:PATH`, { code: "EUSAGE" });
-    return SqliteFleetStore.openFile(path.resolve(file));
-  }
-  if (/^postgres(ql)?:\/\//.test(database)) {
-    // Loaded only here: a serve on SQLite never loads pg.
-    const { PgFleetStore } = await import("./store/pg.js");
-    return PgFleetStore.open(database);
-  }
-  throw new FleetError(`--database ${database}: expected sqlite:PATH, postgres://... or postgresql://...`, {
-    code: "EUSAGE",
-  });
 }
 
 /** DATA/api-token: read, or made (random, mode 0600) the first time. */

@@ -2,19 +2,17 @@
  * `driftlessctl` as users run it (the built bin/driftlessctl.js): hosts add/remove, serve with
  * the embedded broker, a SIGKILL and a restart on the same data directory.
  */
-import { type ChildProcess, spawn, spawnSync } from "node:child_process";
+import { type ChildProcess, spawnSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
-import type { MqttClient } from "mqtt";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { SqliteFleetStore } from "../../controlplane/src/store/sqlite.js";
 import { hostTopic } from "../../protocol/topics.js";
+import { CTL, ServeProcesses } from "../support/ctl-serve.js";
 import { collect, connectHost, waitFor } from "../support/mqtt.js";
 import { runReport, statusPayload } from "../support/payloads.js";
 import { freePort } from "../support/ports.js";
-
-const CTL = path.resolve("bin/driftlessctl.js");
 
 function ctl(args: string[]) {
   const result = spawnSync(process.execPath, [CTL, ...args], {
@@ -25,49 +23,27 @@ function ctl(args: string[]) {
 }
 
 let dir: string;
-const servers: ChildProcess[] = [];
-const clients: MqttClient[] = [];
+const processes = new ServeProcesses();
 
 beforeAll(() => {
   dir = mkdtempSync(path.join(tmpdir(), "driftless-ctl-"));
 });
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
-afterEach(async () => {
-  for (const client of clients.splice(0)) await client.endAsync(true).catch(() => {});
-  for (const server of servers.splice(0)) {
-    if (server.exitCode === null && server.signalCode === null) {
-      const exited = new Promise((resolve) => server.once("exit", resolve));
-      server.kill("SIGKILL");
-      await exited;
-    }
-  }
-});
+afterEach(() => processes.stop());
 
 async function serve(data: string, mqttPort: number): Promise<ChildProcess> {
-  const child = spawn(
-    process.execPath,
-    [CTL, "serve", "--data", data, "--mqtt", `127.0.0.1:${mqttPort}`, "--http", `127.0.0.1:${await freePort()}`],
-    { stdio: ["ignore", "pipe", "pipe"] },
-  );
-  servers.push(child);
-  let output = "";
-  child.stdout?.on("data", (chunk) => {
-    output += chunk;
-  });
-  child.stderr?.on("data", (chunk) => {
-    output += chunk;
-  });
-  await waitFor(`serve listening (${output})`, () => {
-    if (child.exitCode !== null) throw new Error(`serve exited ${child.exitCode}: ${output}`);
-    return output.includes("MQTT broker listening");
-  });
-  return child;
+  return processes.serve([
+    "--data",
+    data,
+    "--mqtt",
+    `127.0.0.1:${mqttPort}`,
+    "--http",
+    `127.0.0.1:${await freePort()}`,
+  ]);
 }
 
-async function hostClient(port: number, password: string, session: number) {
-  const client = await connectHost({ port, host: "edge-1", password, session });
-  clients.push(client);
-  return client;
+function hostClient(port: number, password: string, session: number) {
+  return processes.connect({ port, host: "edge-1", password, session });
 }
 
 describe("driftlessctl", () => {
