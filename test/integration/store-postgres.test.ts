@@ -1,4 +1,5 @@
-import { afterAll, describe, expect, it } from "vitest";
+import pg from "pg";
+import { afterAll, describe, expect, it, onTestFinished } from "vitest";
 import { PG_MIGRATIONS, PgFleetStore } from "../../controlplane/src/store/pg.js";
 import { runReport, statusPayload } from "../support/payloads.js";
 import { createDatabase, PG_ADMIN_URL, postgresUnreachable, type TestDatabase } from "../support/postgres.js";
@@ -63,6 +64,42 @@ describe.skipIf(unreachable !== null)("postgres", () => {
       }
       await a?.close();
       await b?.close();
+    });
+
+    it("writes nothing of a host whose row hosts remove deleted between a batch's insert and its lock", async () => {
+      const { url } = await database();
+      const store = await PgFleetStore.open(url);
+      await store.addCredential("edge-1", "h");
+      await store.addCredential("edge-gone", "h");
+      // The removal, made to land exactly there: a statement trigger on the batch's insert of its
+      // hosts deletes edge-gone's row in the batch's own transaction, so the lock finds it gone.
+      const admin = new pg.Client({ connectionString: url });
+      await admin.connect();
+      onTestFinished(async () => {
+        await admin.end();
+        await store.close();
+      });
+      await admin.query(`CREATE FUNCTION remove_edge_gone() RETURNS trigger LANGUAGE plpgsql AS $$
+          BEGIN DELETE FROM hosts WHERE id = 'edge-gone'; RETURN NULL; END $$;
+        CREATE TRIGGER remove_edge_gone AFTER INSERT ON hosts FOR EACH STATEMENT EXECUTE FUNCTION remove_edge_gone();`);
+      try {
+        const at = new Date();
+        // One batch: both hosts' messages are queued in the same turn.
+        await Promise.all([
+          store.recordStatus("edge-gone", statusPayload("edge-gone", { commit: "90e" }), at),
+          store.recordReport("edge-gone", runReport("edge-gone", 1, { commit: "90e" }), at),
+          store.recordReport("edge-1", runReport("edge-1", 1), at),
+        ]);
+      } finally {
+        await admin.query("DROP TRIGGER remove_edge_gone ON hosts; DROP FUNCTION remove_edge_gone();");
+      }
+      const count = async (sql: string) => Number((await admin.query(sql)).rows[0].count);
+      expect(await count("SELECT count(*) FROM hosts WHERE id = 'edge-gone'")).toBe(0);
+      expect(await count("SELECT count(*) FROM runs WHERE host = 'edge-gone'")).toBe(0);
+      expect(await count("SELECT count(*) FROM history WHERE host = 'edge-gone'")).toBe(0);
+      expect(await count("SELECT count(*) FROM commits WHERE git_commit = '90e'")).toBe(0);
+      // The other host of the batch is written as usual.
+      expect((await store.listRuns("edge-1", { limit: 5 })).map((r) => r.runId)).toEqual(["run-1"]);
     });
 
     it("refuses an unreachable server with a store error", async () => {

@@ -512,6 +512,10 @@ export class PgFleetStore implements FleetStore {
     });
     const rows = new Map<string, HostState>();
     for (const { cred_labels: _labels, ...row } of locked.rows) rows.set(row.id, row);
+    // A row the insert above found but the lock did not: `hosts remove` deleted it in between.
+    // Nothing of that host is written: its runs and history would be rows of no host, back in
+    // sight if the name were added again.
+    const gone = new Set(ids.filter((id) => !rows.has(id)));
 
     const reports = batch.filter((item) => item.op.kind === "report");
     const stored = new Set<string>();
@@ -533,30 +537,33 @@ export class PgFleetStore implements FleetStore {
     const see = (commit: string | null | undefined, at: Date) => {
       if (commit && !seen.has(commit)) seen.set(commit, at.toISOString());
     };
+    /** What a removed host's messages would write: computed (their outcomes), then dropped. */
+    const dropped = { history: [] as HistoryInsert[], runs: [] as RunInsert[], see: () => {} };
     for (const { op } of batch) {
       let row = rows.get(op.host);
       if (!row) {
-        // Deleted between the insert and the lock (hosts remove): recreated as on a first message.
         row = newHostState(op.host);
         rows.set(op.host, row);
       }
+      const into = gone.has(op.host) ? dropped : { history, runs, see };
       if (op.kind === "status") {
-        const recorded = applyStatus(row, op.payload, op.at, history, op.options);
-        if (recorded) see(op.payload.commit, op.at);
+        const recorded = applyStatus(row, op.payload, op.at, into.history, op.options);
+        if (recorded) into.see(op.payload.commit, op.at);
         outcomes.push(recorded);
-      } else if (op.kind === "heartbeat") outcomes.push(applyHeartbeat(row, op.payload, op.at, history));
+      } else if (op.kind === "heartbeat") outcomes.push(applyHeartbeat(row, op.payload, op.at, into.history));
       else if (op.kind === "facts") outcomes.push(applyFacts(row, op.payload, op.at, op.options));
       else {
         const key = `${op.host}\n${op.payload.runId}`;
         const inserted = !stored.has(key);
         if (inserted) {
           stored.add(key);
-          runs.push(runInsert(op.host, op.payload, op.at));
-          if (op.payload.kind !== "summary") see(op.payload.commit, op.at);
+          into.runs.push(runInsert(op.host, op.payload, op.at));
+          if (op.payload.kind !== "summary") into.see(op.payload.commit, op.at);
         }
-        outcomes.push(applyReport(row, op.payload, op.at, inserted, history));
+        outcomes.push(applyReport(row, op.payload, op.at, inserted, into.history));
       }
     }
+    for (const id of gone) rows.delete(id);
 
     // Rows only heartbeats touched are written narrowly: the text columns (facts, drift) unchanged.
     const wide = new Set(batch.filter((item) => item.op.kind !== "heartbeat").map((item) => item.op.host));
