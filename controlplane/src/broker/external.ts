@@ -42,6 +42,25 @@ export interface ExternalBrokerOptions {
   connectTimeoutMs?: number;
 }
 
+/**
+ * The broker URL without its credentials as MQTT.js options: what MQTT.js's own parsing of the
+ * string made (protocol, host, port; the path and query for ws:// and wss://), without it, since
+ * it calls `url.parse()`, which Node 24 (the driftlessctl binary's) marks deprecated (DEP0169:
+ * a warning in serve's log).
+ */
+export function externalBrokerAddress(url: string): IClientOptions {
+  const parsed = new URL(url);
+  const protocol = parsed.protocol.replace(/:$/, "") as NonNullable<IClientOptions["protocol"]>;
+  const hostname = parsed.hostname.replace(/^\[(.*)\]$/, "$1"); // [::1] to ::1, as net.connect wants
+  return {
+    protocol,
+    host: hostname,
+    hostname,
+    ...(parsed.port ? { port: Number(parsed.port) } : {}),
+    ...(protocol === "ws" || protocol === "wss" ? { path: `${parsed.pathname}${parsed.search}` } : {}),
+  };
+}
+
 /** The topics of the ingest: what agents publish (acks and commands are not read back). */
 export function ingestFilters(shared: boolean): string[] {
   return ["status", "heartbeat", "report", "facts"].map((kind) => {
@@ -67,6 +86,7 @@ export class ExternalBroker implements FleetBroker {
     const { url, log } = this.#options;
     const parsed = new URL(url);
     const options: IClientOptions = {
+      ...externalBrokerAddress(url),
       clientId: this.#options.clientId,
       protocolVersion: 4,
       clean: this.#options.shared,
@@ -81,7 +101,7 @@ export class ExternalBroker implements FleetBroker {
     if (this.#options.ca) options.ca = this.#options.ca;
     parsed.username = "";
     parsed.password = "";
-    const client = mqtt.connect(parsed.toString(), options);
+    const client = mqtt.connect(options);
     client.on("message", (topic, payload, packet) => {
       const message: InboundMessage = { topic, payload, sender: null, retained: packet.retain };
       for (const handler of this.#handlers) handler(message);
