@@ -2,46 +2,49 @@
 // dist/driftless-linux-arm64: Node single executable applications (Node NODE_VERSION from the npm
 // registry) carrying a small main script (agent/src/sea-main.ts), the agent as two CommonJS
 // programs with their V8 code caches (the daemon's supervisor; everything else), and
-// better-sqlite3's addon compiled in a Debian bullseye tree (glibc 2.31). See docs/install.md,
-// "Building the binary".
+// better-sqlite3's addon compiled in a Debian bullseye tree (glibc 2.31). The control plane too,
+// dist/driftlessctl-linux-x64 and -arm64, with the same Node and addon and the dashboard's files
+// (scripts/binary/ctl.mjs). See docs/install.md, "Building the binary".
 //
-//   node scripts/build-binary.mjs [--arch x64|arm64]... [--json]
+//   node scripts/build-binary.mjs [--program driftless|driftlessctl]... [--arch x64|arm64]... [--json]
 //
 // Needs root (debootstrap, chroot), debootstrap, and qemu-aarch64-static for arm64. Everything is
 // cached by its inputs under /var/cache/driftless-build ($DRIFTLESS_BUILD_CACHE): a build with
 // nothing changed bundles the agent, finds the binaries in the cache and copies them into dist/.
-// --json prints one line per binary: {arch, binary, sysroot, glibc, glibcxx, cached}.
+// --json prints one line per binary: {program, arch, binary, sysroot, glibc, glibcxx, cached}.
 import { execFileSync, spawnSync } from "node:child_process";
 import { chmodSync, copyFileSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import * as path from "node:path";
 import { parseArgs } from "node:util";
 import { build } from "esbuild";
 import { cachedDir, cacheRoot, hashOf, prune } from "./binary/cache.mjs";
-import {
-  arm64Sysroot,
-  bullseyeTree,
-  NODE_VERSION,
-  nodePackage,
-  sqliteAddon,
-  stripInTree,
-} from "./binary/toolchain.mjs";
+import { ctlBinary, ctlBundle } from "./binary/ctl.mjs";
+import { glibcFloor, injectBlob, nodeCommand, seaBlob } from "./binary/sea.mjs";
+import { arm64Sysroot, bullseyeTree, NODE_VERSION, nodePackage, sqliteAddon } from "./binary/toolchain.mjs";
 import { agentBundleOptions, asciiOnly } from "./build-common.mjs";
 
 /** Bump when this script changes how a binary is made from the same inputs. */
 const RECIPE = 6;
 /** Node options built into the binary (as bin/driftless.js passes them): see docs/benchmarks.md. */
 const EXEC_ARGV = ["--max-semi-space-size=1"];
-/** The sentinel postject looks for in Node's binary. */
-const SEA_FUSE = "NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2";
 /** The asset name agent/src/state/sqlite.ts loads (SQLITE_ADDON_ASSET). */
 const ADDON_ASSET = "better_sqlite3.node";
 const ARCHES = ["x64", "arm64"];
+const PROGRAM_NAMES = ["driftless", "driftlessctl"];
 
 const { values } = parseArgs({
-  options: { arch: { type: "string", multiple: true }, json: { type: "boolean", default: false } },
+  options: {
+    program: { type: "string", multiple: true },
+    arch: { type: "string", multiple: true },
+    json: { type: "boolean", default: false },
+  },
 });
 const arches = values.arch ?? ARCHES;
 for (const arch of arches) if (!ARCHES.includes(arch)) fail(`unknown --arch ${arch} (x64 or arm64)`);
+const programs = values.program ?? PROGRAM_NAMES;
+for (const name of programs) {
+  if (!PROGRAM_NAMES.includes(name)) fail(`unknown --program ${name} (driftless or driftlessctl)`);
+}
 
 function fail(message) {
   process.stderr.write(`build-binary: ${message}\n`);
@@ -138,13 +141,6 @@ async function bundle() {
   return { dir, hash };
 }
 
-/** The command that runs Node `arch` here: directly, or under qemu for arm64. */
-function nodeCommand(arch, node, tree) {
-  const bin = path.join(node, "bin", "node");
-  if (arch === "x64") return [bin];
-  return ["qemu-aarch64-static", "-L", arm64Sysroot(tree), bin];
-}
-
 /** Node `arch` with the SEA blob (the dispatcher, the programs and their code caches, the addon) injected. */
 async function seaBinary(arch, agent, tree) {
   const node = await nodePackage(arch);
@@ -192,58 +188,42 @@ async function seaBinary(arch, agent, tree) {
         },
       }),
     );
-    execFileSync(command, [...args, ...EXEC_ARGV, "--experimental-sea-config", config], { stdio: "pipe" });
+    seaBlob(arch, node, tree, EXEC_ARGV, config);
     const binary = path.join(temp, `driftless-linux-${arch}`);
-    copyFileSync(path.join(node, "bin", "node"), binary);
-    chmodSync(binary, 0o755);
-    stripInTree(tree, arch, binary); // Node's own build keeps its symbols: 18 MB of 131
-    const postject = path.resolve("node_modules/postject/dist/cli.js");
-    execFileSync(process.execPath, [postject, binary, "NODE_SEA_BLOB", blob, "--sentinel-fuse", SEA_FUSE], {
-      stdio: "pipe",
-    });
+    injectBlob(arch, node, tree, blob, binary);
     rmSync(blob);
     for (const { asset } of Object.values(PROGRAMS)) rmSync(path.join(temp, `${asset}.cache`));
     writeFileSync(path.join(temp, "versions.json"), `${JSON.stringify(glibcFloor([binary, addon]))}\n`);
   }).then(({ dir, hit }) => ({ binary: path.join(dir, `driftless-linux-${arch}`), dir, hit }));
 }
 
-/** The newest GLIBC_ and GLIBCXX_ symbol versions `files` require (readelf: any architecture). */
-function glibcFloor(files) {
-  const newest = (prefix) => {
-    let best = null;
-    for (const file of files) {
-      const text = execFileSync("readelf", ["-V", "--wide", file], { encoding: "utf8", maxBuffer: 64 << 20 });
-      for (const [, version] of text.matchAll(new RegExp(`Name: ${prefix}_([0-9.]+)`, "g"))) {
-        const parts = version.split(".").map(Number);
-        if (!best || compare(parts, best) > 0) best = parts;
-      }
-    }
-    return best ? best.join(".") : null;
-  };
-  return { glibc: newest("GLIBC"), glibcxx: newest("GLIBCXX") };
-}
-
-function compare(a, b) {
-  for (let i = 0; i < Math.max(a.length, b.length); i++) {
-    const d = (a[i] ?? 0) - (b[i] ?? 0);
-    if (d !== 0) return d;
-  }
-  return 0;
-}
-
 const started = Date.now();
-const agent = await bundle();
 const tree = await bullseyeTree();
 mkdirSync("dist", { recursive: true });
-for (const arch of arches) {
-  const made = await seaBinary(arch, agent, tree);
-  const out = path.resolve("dist", `driftless-linux-${arch}`);
+if (programs.includes("driftless")) {
+  const agent = await bundle();
+  for (const arch of arches) report("driftless", arch, await seaBinary(arch, agent, tree));
+  // Bundles and binaries change with every commit: keep the last few of each.
+  prune("bundle", 4);
+  prune("binary", 4);
+}
+if (programs.includes("driftlessctl")) {
+  const ctl = await ctlBundle();
+  for (const arch of arches) report("driftlessctl", arch, await ctlBinary(arch, ctl, tree));
+  prune("ctl-binary", 4);
+}
+if (!values.json) process.stdout.write(`build-binary: done in ${((Date.now() - started) / 1000).toFixed(1)} s\n`);
+
+/** Copies the binary `made` into dist/ and says so. */
+function report(program, arch, made) {
+  const out = path.resolve("dist", `${program}-linux-${arch}`);
   const temp = `${out}.tmp-${process.pid}`;
   copyFileSync(made.binary, temp);
   chmodSync(temp, 0o755);
   renameSync(temp, out);
   const versions = JSON.parse(readFileSync(path.join(made.dir, "versions.json"), "utf8"));
   const summary = {
+    program,
     arch,
     binary: out,
     sysroot: arch === "arm64" ? arm64Sysroot(tree) : null,
@@ -258,7 +238,3 @@ for (const arch of arches) {
     );
   }
 }
-// Bundles and binaries change with every commit: keep the last few of each.
-prune("bundle", 4);
-prune("binary", 4);
-if (!values.json) process.stdout.write(`build-binary: done in ${((Date.now() - started) / 1000).toFixed(1)} s\n`);

@@ -283,6 +283,14 @@ async function demoCommand(args: string[], io: CtlIo): Promise<number> {
     io.out(DEMO_HELP);
     return 0;
   }
+  const { isSingleBinary } = await import("../../agent/src/host/native.js");
+  if (isSingleBinary()) {
+    // Its agents are `node bin/driftless.js` processes, its repository the package's profiles/.
+    throw new FleetError(
+      "the demo runs from the npm package or a checkout (node bin/driftlessctl.js demo), not from the driftlessctl binary",
+      { code: "EUSAGE" },
+    );
+  }
   const hosts = values.hosts === undefined ? 3 : /^\d+$/.test(values.hosts) ? Number(values.hosts) : Number.NaN;
   if (!(hosts >= 1 && hosts <= 50)) {
     throw new FleetError(`--hosts ${values.hosts}: expected a whole number from 1 to 50`, { code: "EUSAGE" });

@@ -19,6 +19,7 @@ import {
   binarySupport,
   compareVersions,
   ensureBinary,
+  GLIBC_FLOOR,
   newestGlibc,
   SMALL_PROFILE,
   smallRepo,
@@ -27,9 +28,6 @@ import { waitFor } from "../support/mqtt.js";
 import { freePort } from "../support/ports.js";
 import { cleanupTemp, tempDir } from "../support/repo.js";
 import { AedesBroker } from "../support/reporting.js";
-
-/** Debian 11, Ubuntu 20.04, Raspberry Pi OS bullseye. */
-const GLIBC_FLOOR = "2.31";
 
 afterAll(cleanupTemp);
 

@@ -1,8 +1,9 @@
 /**
- * The single binary for the tests: `ensureBinary(arch)` runs `npm run build:binary`'s script for
- * that architecture (cached outside the checkout: seconds when nothing changed, about ten minutes
- * on a machine that has never built it) and says how to run the result here (arm64: under
- * qemu-aarch64-static with the build tree's arm64 glibc 2.31 as sysroot).
+ * The single binaries for the tests: `ensureBinary(arch)` (the agent) or `ensureBinary(arch,
+ * "driftlessctl")` runs `npm run build:binary`'s script for that program and architecture (cached
+ * outside the checkout: seconds when nothing changed, about ten minutes on a machine that has
+ * never built it) and says how to run the result here (arm64: under qemu-aarch64-static with the
+ * build tree's arm64 glibc 2.31 as sysroot).
  *
  *   const support = binarySupport("x64");
  *   describe.skipIf(!support.can)("...", () => { beforeAll(async () => { bin = await ensureBinary("x64"); }, BUILD_TIMEOUT_MS) });
@@ -10,21 +11,25 @@
  * When the binary cannot be built here, the reason is printed once with console.warn, so the
  * skip is visible.
  */
+import { type ChildProcess, spawn } from "node:child_process";
 import * as path from "node:path";
 import { PROJECT_DIR } from "../harness/host.js";
 import { defaultEnv, type ExecResult, run, runChecked, which } from "../harness/process.js";
 import { fleet, makeRepo, profile } from "./repo.js";
 
 export type Arch = "x64" | "arm64";
+export type Program = "driftless" | "driftlessctl";
 
 /** The Node inside the binary (scripts/binary/toolchain.mjs). */
 export const BINARY_NODE_VERSION = "v24.22.3";
+/** The oldest glibc a binary may need: Debian 11, Ubuntu 20.04, Raspberry Pi OS bullseye. */
+export const GLIBC_FLOOR = "2.31";
 /** A first build debootstraps a tree and compiles SQLite twice: give it time. */
 export const BUILD_TIMEOUT_MS = 30 * 60_000;
 
 export interface Binary {
   arch: Arch;
-  /** dist/driftless-linux-<arch>. */
+  /** dist/<program>-linux-<arch>. */
   path: string;
   /** The newest GLIBC_ and GLIBCXX_ symbol versions the binary and its addon require. */
   glibc: string;
@@ -33,15 +38,28 @@ export interface Binary {
   command(args: readonly string[]): [string, ...string[]];
   /** Runs the binary with `args` (NO_COLOR, a 2 minute limit); never rejects on a non-zero exit. */
   run(args: readonly string[], options?: { env?: Record<string, string> }): Promise<ExecResult>;
+  /** Starts the binary with `args` (a daemon, a server), NO_COLOR and `env` added to this process's. */
+  start(args: readonly string[], env?: Record<string, string>): Running;
+}
+
+/** A process of the binary: what it wrote so far, stdout and stderr mixed. */
+export interface Running {
+  child: ChildProcess;
+  output(): string;
+  /** Its exit code (null: killed by a signal). */
+  exited: Promise<number | null>;
+  /** SIGTERM, then its exit code. */
+  stop(): Promise<number | null>;
 }
 
 const warned = new Set<string>();
 
-export function binarySupport(arch: Arch): { can: boolean; reason: string } {
+export function binarySupport(arch: Arch, program: Program = "driftless"): { can: boolean; reason: string } {
   const reason = missing(arch);
-  if (reason && !warned.has(reason)) {
-    warned.add(reason);
-    console.warn(`[driftless] skipping tests of the ${arch} single binary: ${reason}`);
+  const warning = `skipping tests of the ${arch} ${program} single binary: ${reason}`;
+  if (reason && !warned.has(warning)) {
+    warned.add(warning);
+    console.warn(`[driftless] ${warning}`);
   }
   return { can: !reason, reason };
 }
@@ -60,29 +78,32 @@ function missing(arch: Arch): string {
   return "";
 }
 
-const built = new Map<Arch, Promise<Binary>>();
+const built = new Map<string, Promise<Binary>>();
 
-/** Builds (or finds in the cache) the binary for `arch`; once per test file. */
-export function ensureBinary(arch: Arch): Promise<Binary> {
-  let pending = built.get(arch);
+/** Builds (or finds in the cache) `program`'s binary for `arch`; once per test file. */
+export function ensureBinary(arch: Arch, program: Program = "driftless"): Promise<Binary> {
+  let pending = built.get(`${program}-${arch}`);
   if (!pending) {
-    pending = build(arch);
-    built.set(arch, pending);
+    pending = build(arch, program);
+    built.set(`${program}-${arch}`, pending);
   }
   return pending;
 }
 
-async function build(arch: Arch): Promise<Binary> {
-  const result = await runChecked(process.execPath, ["scripts/build-binary.mjs", "--arch", arch, "--json"], {
-    cwd: PROJECT_DIR,
-    timeoutMs: BUILD_TIMEOUT_MS,
-  });
+async function build(arch: Arch, program: Program): Promise<Binary> {
+  const result = await runChecked(
+    process.execPath,
+    ["scripts/build-binary.mjs", "--program", program, "--arch", arch, "--json"],
+    { cwd: PROJECT_DIR, timeoutMs: BUILD_TIMEOUT_MS },
+  );
   const summary = JSON.parse(result.stdout.trim().split("\n").at(-1) as string) as {
+    program: Program;
     binary: string;
     sysroot: string | null;
     glibc: string;
     glibcxx: string;
   };
+  if (summary.program !== program) throw new Error(`build-binary made ${summary.program}, not ${program}`);
   const binary = path.resolve(summary.binary);
   const command = (args: readonly string[]): [string, ...string[]] =>
     summary.sysroot ? ["qemu-aarch64-static", "-L", summary.sysroot, binary, ...args] : [binary, ...args];
@@ -92,12 +113,40 @@ async function build(arch: Arch): Promise<Binary> {
     glibc: summary.glibc,
     glibcxx: summary.glibcxx,
     command,
+    start: (args, env = {}) => startProcess(command(args), env),
     run: (args, options = {}) => {
       const [file, ...rest] = command(args);
       return run(file, rest, {
         env: { ...(defaultEnv() as Record<string, string>), NO_COLOR: "1", ...options.env },
         timeoutMs: 2 * 60_000,
       });
+    },
+  };
+}
+
+/** Starts `file args...` with NO_COLOR and `env` added to this process's environment. */
+export function startProcess(
+  [file, ...args]: readonly [string, ...string[]],
+  env: Record<string, string> = {},
+): Running {
+  const child = spawn(file, args, {
+    stdio: ["ignore", "pipe", "pipe"],
+    env: { ...process.env, NO_COLOR: "1", ...env },
+  });
+  let output = "";
+  for (const stream of [child.stdout, child.stderr]) {
+    stream?.on("data", (chunk: Buffer) => {
+      output += chunk.toString("utf8");
+    });
+  }
+  const exited = new Promise<number | null>((resolve) => child.on("close", (code) => resolve(code)));
+  return {
+    child,
+    output: () => output,
+    exited,
+    stop: () => {
+      if (child.exitCode === null && child.signalCode === null) child.kill("SIGTERM");
+      return exited;
     },
   };
 }

@@ -5,9 +5,9 @@
  * (each write in its own savepoint, so one failing write fails alone): thousands of reports a
  * second cost a few commits, and a write's promise resolves only once its transaction committed.
  */
-import { createRequire } from "node:module";
 import * as path from "node:path";
 import type BetterSqlite3 from "better-sqlite3";
+import { openSqlite } from "../../../agent/src/state/sqlite.js";
 import { FleetError } from "../errors.js";
 import {
   type AckState,
@@ -151,10 +151,11 @@ export class SqliteFleetStore implements FleetStore {
   }
 
   static openFile(file: string, options: SqliteStoreOptions = {}): SqliteFleetStore {
-    const Database = loadSqlite();
     let db: BetterSqlite3.Database;
     try {
-      db = new Database(file);
+      // As the agent opens its state: from the driftlessctl binary, the addon is an asset, cached
+      // in `native/` beside the database.
+      db = openSqlite(file);
       db.pragma("journal_mode = WAL");
       // FULL: an acknowledged report survives a power cut too (the agent has dropped it); writes are
       // batched per event-loop turn, so this costs one sync per batch.
@@ -550,10 +551,4 @@ function migrate(db: BetterSqlite3.Database, file: string): void {
       db.pragma(`user_version = ${i + 1}`);
     })();
   }
-}
-
-/** better-sqlite3 is a native addon: loaded with require, only when the store is opened. */
-function loadSqlite(): typeof BetterSqlite3 {
-  const require = createRequire(import.meta.url);
-  return require("better-sqlite3") as typeof BetterSqlite3;
 }
