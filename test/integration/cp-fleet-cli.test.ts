@@ -349,7 +349,12 @@ describe("serve's HTTP part", () => {
     const first = await fetch(loginUrl, { redirect: "manual" });
     expect(first.status).toBe(303);
     const cookie = (first.headers.get("set-cookie") ?? "").split(";")[0] as string;
-    expect(await (await fetch(`${url}/`, { headers: { cookie } })).text()).toContain("<td>web-2</td>");
+    // The session opens the dashboard, and its API calls (the cookie, no bearer token) see the fleet.
+    expect(await (await fetch(`${url}/`, { headers: { cookie } })).text()).toContain('<div id="app">');
+    const hosts = (await (await fetch(`${url}/api/v1/hosts`, { headers: { cookie } })).json()) as {
+      hosts: Array<{ id: string }>;
+    };
+    expect(hosts.hosts.map((h) => h.id)).toContain("web-2");
     expect((await fetch(loginUrl, { redirect: "manual" })).status).toBe(401);
   });
 });
