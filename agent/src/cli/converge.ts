@@ -28,6 +28,7 @@ import { isGitUrl } from "../source/git.js";
 import { StateStore } from "../state/db.js";
 import { parse, parseLabels } from "./args.js";
 import type { Io } from "./io.js";
+import { writePrettyJson } from "./json-out.js";
 import { applySummary, formatChange, formatErrors, formatHeader, formatResult, planSummary } from "./render.js";
 
 export const CONVERGE_OPTIONS = {
@@ -292,28 +293,26 @@ function report(verb: Verb, host: string, result: CycleResult, json: boolean, io
   const style = io.style;
   if (json) {
     const cycleErrors = result.errors.filter((e) => !outcome?.errors.includes(e));
-    io.out(
-      JSON.stringify(
-        {
-          run: outcome?.id ?? null,
-          host,
-          mode: verb,
-          ...(result.commit ? { commit: result.commit } : {}),
-          status: outcome?.status ?? "invalid",
-          exitCode: result.exitCode,
-          source: outcome?.source ?? result.source,
-          origin: result.source,
-          profiles: outcome?.profiles ?? [],
-          changes: outcome?.plan ? changesForReport(outcome.plan, outcome.results) : [],
-          drift: outcome?.plan ? driftReport(outcome.plan) : [],
-          problems: outcome?.plan ? Object.fromEntries(outcome.plan.problems) : {},
-          errors: [...cycleErrors, ...(outcome?.errors ?? [])].map((e) => e.toJSON()),
-          results: outcome?.results ?? [],
-          timings: outcome?.timings ?? {},
-        },
-        null,
-        2,
-      ),
+    // Written in pieces: with thousands of changes, the whole text at once is the run's largest allocation.
+    writePrettyJson(
+      {
+        run: outcome?.id ?? null,
+        host,
+        mode: verb,
+        ...(result.commit ? { commit: result.commit } : {}),
+        status: outcome?.status ?? "invalid",
+        exitCode: result.exitCode,
+        source: outcome?.source ?? result.source,
+        origin: result.source,
+        profiles: outcome?.profiles ?? [],
+        changes: outcome?.plan ? changesForReport(outcome.plan, outcome.results) : [],
+        drift: outcome?.plan ? driftReport(outcome.plan) : [],
+        problems: outcome?.plan ? Object.fromEntries(outcome.plan.problems) : {},
+        errors: [...cycleErrors, ...(outcome?.errors ?? [])].map((e) => e.toJSON()),
+        results: outcome?.results ?? [],
+        timings: outcome?.timings ?? {},
+      },
+      (text) => io.out(text),
     );
     return result.exitCode;
   }
