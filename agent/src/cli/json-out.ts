@@ -8,48 +8,72 @@
 const INDENT = "  ";
 
 /**
- * Calls `out` with consecutive pieces of `JSON.stringify(value, null, 2)`, each a run of whole
- * lines without its final line break (`out` adds one, as `Io.out` does). The top-level object's
+ * The text of `JSON.stringify(value, null, 2)` in consecutive pieces of about `pieceChars`
+ * characters, each a run of whole lines without its final line break. The top-level object's
  * array values are written element by element; everything else goes through `JSON.stringify`.
  */
-export function writePrettyJson(
-  value: Record<string, unknown>,
-  out: (text: string) => void,
-  pieceChars = 1 << 16,
-): void {
-  let piece = "";
-  const line = (text: string) => {
-    piece = piece ? `${piece}\n${text}` : text;
-    if (piece.length >= pieceChars) {
-      out(piece);
-      piece = "";
-    }
-  };
+export function* prettyJsonPieces(value: Record<string, unknown>, pieceChars = 1 << 16): Generator<string> {
   // The keys JSON.stringify leaves out.
   const entries = Object.entries(value).filter(
     ([, v]) => v !== undefined && typeof v !== "function" && typeof v !== "symbol",
   );
   if (entries.length === 0) {
-    out("{}");
+    yield "{}";
     return;
   }
-  line("{");
-  entries.forEach(([key, v], i) => {
+  let piece = "{";
+  /** Adds a line; returns the piece to hand out when it is long enough. */
+  const add = (line: string): string | undefined => {
+    piece = piece ? `${piece}\n${line}` : line;
+    if (piece.length < pieceChars) return undefined;
+    const full = piece;
+    piece = "";
+    return full;
+  };
+  for (const [i, [key, v]] of entries.entries()) {
     const comma = i < entries.length - 1 ? "," : "";
     const name = `${INDENT}${JSON.stringify(key)}: `;
+    let full: string | undefined;
     if (!Array.isArray(v) || v.length === 0) {
-      line(`${name}${indented(jsonText(v) as string, INDENT)}${comma}`);
-      return;
+      full = add(`${name}${indented(jsonText(v) as string, INDENT)}${comma}`);
+      if (full !== undefined) yield full;
+      continue;
     }
-    line(`${name}[`);
-    v.forEach((element, k) => {
+    full = add(`${name}[`);
+    if (full !== undefined) yield full;
+    for (const [k, element] of v.entries()) {
       const text = jsonText(element) ?? "null"; // as JSON.stringify writes undefined in an array
-      line(`${INDENT}${INDENT}${indented(text, INDENT + INDENT)}${k < v.length - 1 ? "," : ""}`);
+      full = add(`${INDENT}${INDENT}${indented(text, INDENT + INDENT)}${k < v.length - 1 ? "," : ""}`);
+      if (full !== undefined) yield full;
+    }
+    full = add(`${INDENT}]${comma}`);
+    if (full !== undefined) yield full;
+  }
+  const last = add("}");
+  if (last !== undefined) yield last;
+  else yield piece;
+}
+
+/**
+ * Writes `pieces` to `stream`, each followed by a line break, waiting whenever the stream holds
+ * more than it wants (a pipe whose reader is behind): otherwise every piece would wait in memory
+ * at once, which is what writing in pieces is meant to avoid.
+ */
+export async function writePaced(stream: NodeJS.WritableStream, pieces: Iterable<string>): Promise<void> {
+  for (const piece of pieces) {
+    if (stream.write(`${piece}\n`)) continue;
+    await new Promise<void>((resolve) => {
+      const done = () => {
+        stream.off("drain", done);
+        stream.off("error", done);
+        stream.off("close", done);
+        resolve();
+      };
+      stream.on("drain", done);
+      stream.on("error", done); // the wait ends; a write after it fails as it would have
+      stream.on("close", done);
     });
-    line(`${INDENT}]${comma}`);
-  });
-  line("}");
-  if (piece) out(piece);
+  }
 }
 
 /** What JSON.stringify writes for `v` with an indent of 2 (undefined: nothing, as for a function). */
