@@ -1,5 +1,6 @@
+import { createTwoFilesPatch } from "diff";
 import { describe, expect, it } from "vitest";
-import { planFile } from "../../agent/src/resources/file/plan.js";
+import { planFile, unifiedDiff } from "../../agent/src/resources/file/plan.js";
 import { accounts, file, sha256 } from "../support/desired.js";
 
 const hello = Buffer.from("hello\n");
@@ -146,5 +147,34 @@ describe("planFile", () => {
       },
     ]);
     expect(updated?.diff).toBe("binary or large content differs");
+  });
+});
+
+describe("the diff of a new file", () => {
+  /** What the planner wrote before it built new files' diffs itself: the diff library's patch, trimmed. */
+  function libraryDiff(path: string, text: string): string {
+    return createTwoFilesPatch(path, path, "", text, undefined, undefined, { context: 3 })
+      .split("\n")
+      .filter((line) => !line.startsWith("Index: ") && !/^=+$/.test(line))
+      .join("\n")
+      .trimEnd();
+  }
+
+  it("is what the diff library writes, for contents with and without a final line break, blank lines, CR and spaces", () => {
+    const pieces = ["a", "b c", " ", "\t", "\n", "\n", "\r", "\r\n", "é", "\\", "+", "-", "@@", "\u2028", "="];
+    let seed = 7;
+    const random = (n: number) => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31;
+      return seed % n;
+    };
+    const samples = ["", "\n", "\n\n", "x", "x\n", "x \n", "x\r\n", " \n \n", "a\n\nb"];
+    for (let i = 0; i < 500; i++) {
+      samples.push(Array.from({ length: random(12) }, () => pieces[random(pieces.length)]).join(""));
+    }
+    for (const text of samples) {
+      expect(unifiedDiff("/etc/x.conf", "", Buffer.from(text)), JSON.stringify(text)).toBe(
+        libraryDiff("/etc/x.conf", text),
+      );
+    }
   });
 });

@@ -28,6 +28,7 @@ import { isGitUrl } from "../source/git.js";
 import { StateStore } from "../state/db.js";
 import { parse, parseLabels } from "./args.js";
 import type { Io } from "./io.js";
+import { prettyJsonPieces } from "./json-out.js";
 import { applySummary, formatChange, formatErrors, formatHeader, formatResult, planSummary } from "./render.js";
 
 export const CONVERGE_OPTIONS = {
@@ -287,34 +288,31 @@ function cliLogger(verb: Verb, io: Io): Logger {
   };
 }
 
-function report(verb: Verb, host: string, result: CycleResult, json: boolean, io: Io): number {
+async function report(verb: Verb, host: string, result: CycleResult, json: boolean, io: Io): Promise<number> {
   const { outcome } = result;
   const style = io.style;
   if (json) {
     const cycleErrors = result.errors.filter((e) => !outcome?.errors.includes(e));
-    io.out(
-      JSON.stringify(
-        {
-          run: outcome?.id ?? null,
-          host,
-          mode: verb,
-          ...(result.commit ? { commit: result.commit } : {}),
-          status: outcome?.status ?? "invalid",
-          exitCode: result.exitCode,
-          source: outcome?.source ?? result.source,
-          origin: result.source,
-          profiles: outcome?.profiles ?? [],
-          changes: outcome?.plan ? changesForReport(outcome.plan, outcome.results) : [],
-          drift: outcome?.plan ? driftReport(outcome.plan) : [],
-          problems: outcome?.plan ? Object.fromEntries(outcome.plan.problems) : {},
-          errors: [...cycleErrors, ...(outcome?.errors ?? [])].map((e) => e.toJSON()),
-          results: outcome?.results ?? [],
-          timings: outcome?.timings ?? {},
-        },
-        null,
-        2,
-      ),
-    );
+    // Written in pieces: with thousands of changes, the whole text at once is the run's largest allocation.
+    const pieces = prettyJsonPieces({
+      run: outcome?.id ?? null,
+      host,
+      mode: verb,
+      ...(result.commit ? { commit: result.commit } : {}),
+      status: outcome?.status ?? "invalid",
+      exitCode: result.exitCode,
+      source: outcome?.source ?? result.source,
+      origin: result.source,
+      profiles: outcome?.profiles ?? [],
+      changes: outcome?.plan ? changesForReport(outcome.plan, outcome.results) : [],
+      drift: outcome?.plan ? driftReport(outcome.plan) : [],
+      problems: outcome?.plan ? Object.fromEntries(outcome.plan.problems) : {},
+      errors: [...cycleErrors, ...(outcome?.errors ?? [])].map((e) => e.toJSON()),
+      results: outcome?.results ?? [],
+      timings: outcome?.timings ?? {},
+    });
+    if (io.outPieces) await io.outPieces(pieces);
+    else for (const piece of pieces) io.out(piece);
     return result.exitCode;
   }
   if (!outcome) {

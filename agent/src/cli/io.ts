@@ -13,6 +13,11 @@ export interface Progress {
 
 export interface Io {
   out(line: string): void;
+  /**
+   * Lines written as `out` writes them, for a long output made piece by piece: waits while the
+   * output is not taken (a pipe whose reader is behind). Without it, `out` is called for each.
+   */
+  outPieces?(pieces: Iterable<string>): Promise<void>;
   err(line: string): void;
   style: Style;
   runner: Runner;

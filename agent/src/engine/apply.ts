@@ -1,12 +1,18 @@
 /**
  * Executes a plan: changes in order, consecutive package changes in one package-manager call,
- * a failed resource skipping the resources that depend on it, the rest going on. Stops between
- * resources when `stop` is aborted (the resource under way finishes); `signal` cancels the
- * commands under way (a second, harder stop).
+ * consecutive file writes in one write batch, a failed resource skipping the resources that
+ * depend on it, the rest going on. Stops between resources when `stop` is aborted (the
+ * resource under way finishes); `signal` cancels the commands under way (a second, harder stop).
+ *
+ * A write batch (host/write-batch.ts) stages the writes of consecutive `file` changes that only
+ * write content, then makes them durable together; a staged resource is reported when its
+ * write is durable. Anything else flushes the batch first: another kind of change or step, a
+ * change that depends (even through others) on a resource still in the batch, a stop, a full
+ * batch, the end of the plan. So the order of results, skips and triggers is the plan's.
  */
 import { errorMessage } from "../errors.js";
-import type { HostFs } from "../host/fs.js";
-import { applyFileSteps } from "../resources/file/apply.js";
+import type { HostFs, WriteBatch } from "../host/fs.js";
+import { applyFileSteps, onlyWrites, stageFileWrites } from "../resources/file/apply.js";
 import type { PackageManager } from "../resources/package/manager.js";
 import type { ServiceManager } from "../resources/service/manager.js";
 import type { Accounts } from "../resources/types.js";
@@ -34,12 +40,31 @@ export interface ApplyResult {
   interrupted: boolean;
 }
 
+/** A change staged into the current write batch. */
+interface Pending {
+  change: Change;
+  started: number;
+  /** Its writes: `count` entries of the batch from `first` on. */
+  first: number;
+  count: number;
+  /** Why it could not be staged (reported at the flush, in order). */
+  error?: unknown;
+}
+
+interface OpenBatch {
+  writes: WriteBatch;
+  pending: Pending[];
+  /** Resources that depend, directly or not, on one in the batch. */
+  waiting: Set<string>;
+}
+
 export async function applyPlan(plan: Plan, ctx: ApplyContext): Promise<ApplyResult> {
   const results: ResourceResult[] = [];
   const skip = new Map<string, string>();
   const outcome = new Map<string, ResourceResult["outcome"]>();
   const fileCtx = { fs: ctx.fs, accounts: ctx.accounts };
   let interrupted = false;
+  let writing = null as OpenBatch | null;
 
   const report = (result: ResourceResult, change?: Change) => {
     results.push(result);
@@ -58,6 +83,39 @@ export async function applyPlan(plan: Plan, ctx: ApplyContext): Promise<ApplyRes
     report({ resource, outcome: "failed", error: problem });
   }
 
+  const flush = async () => {
+    if (!writing) return;
+    const { writes, pending } = writing;
+    writing = null;
+    const errors = await writes.flush(); // also when nothing was staged: it closes what it opened
+    for (const p of pending) {
+      let error = p.error;
+      for (let k = p.first; error === undefined && k < p.first + p.count; k++) error = errors[k];
+      const durationMs = ctx.monotonic() - p.started;
+      const { resource, action } = p.change;
+      report(
+        error === undefined
+          ? { resource, outcome: "changed", action, durationMs }
+          : { resource, outcome: "failed", action, error: errorMessage(error), durationMs },
+        p.change,
+      );
+    }
+  };
+
+  const stage = (change: Change) => {
+    writing ??= { writes: ctx.fs.writeBatch(), pending: [], waiting: new Set() };
+    ctx.onStart?.(change);
+    const pending: Pending = { change, started: ctx.monotonic(), first: writing.writes.size, count: 0 };
+    try {
+      stageFileWrites(change.steps, fileCtx, change.resource, writing.writes);
+    } catch (error) {
+      pending.error = error;
+    }
+    pending.count = writing.writes.size - pending.first;
+    writing.pending.push(pending);
+    transitiveDependents(change.resource, plan.dependents, writing.waiting);
+  };
+
   const changes = plan.changes;
   let yielded = ctx.monotonic();
   for (let i = 0; i < changes.length; i++) {
@@ -67,13 +125,18 @@ export async function applyPlan(plan: Plan, ctx: ApplyContext): Promise<ApplyRes
       await new Promise((resolve) => setImmediate(resolve));
       yielded = ctx.monotonic();
     }
+    const batchable = change.kind === "file" && !change.triggeredBy && onlyWrites(change.steps);
+    if (writing && (!batchable || writing.waiting.has(change.resource))) await flush();
     if (ctx.stop?.aborted || ctx.signal?.aborted) {
+      // What was staged is made durable and reported: no temp file is left behind.
+      await flush();
       interrupted = true;
       break;
     }
     if (plan.problems.has(change.resource)) continue;
     const blocker = skip.get(change.resource);
     if (blocker) {
+      await flush(); // the results stay in the plan's order
       report(
         { resource: change.resource, outcome: "skipped", action: change.action, error: `${blocker} failed` },
         change,
@@ -95,6 +158,12 @@ export async function applyPlan(plan: Plan, ctx: ApplyContext): Promise<ApplyRes
           r,
           batch.find((c) => c.resource === r.resource),
         );
+      continue;
+    }
+
+    if (batchable) {
+      stage(change);
+      if (writing?.writes.full) await flush();
       continue;
     }
 
@@ -123,6 +192,7 @@ export async function applyPlan(plan: Plan, ctx: ApplyContext): Promise<ApplyRes
       );
     }
   }
+  await flush();
   return { results, interrupted };
 }
 

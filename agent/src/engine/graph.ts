@@ -109,9 +109,15 @@ function findCycle(ids: string[], dependents: Map<string, string[]>): string[] {
   return ids;
 }
 
-/** All resources that must be skipped when `failed` fails (transitively). */
-export function transitiveDependents(failed: string, dependents: Map<string, string[]>): Set<string> {
-  const out = new Set<string>();
+/**
+ * All resources that must be skipped when `failed` fails (transitively), added to `out`; the
+ * dependents of an id already in `out` are taken to be there too (`out` grows over a batch).
+ */
+export function transitiveDependents(
+  failed: string,
+  dependents: Map<string, string[]>,
+  out = new Set<string>(),
+): Set<string> {
   const queue = [...(dependents.get(failed) ?? [])];
   while (queue.length > 0) {
     const id = queue.pop() as string;

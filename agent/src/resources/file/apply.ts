@@ -1,8 +1,8 @@
 /** Executes file steps through the filesystem port. */
 
-import type { FileStep } from "../../engine/types.js";
+import type { FileStep, Step } from "../../engine/types.js";
 import { DriftlessError } from "../../errors.js";
-import type { HostFs } from "../../host/fs.js";
+import type { HostFs, WriteBatch } from "../../host/fs.js";
 import type { Accounts } from "../types.js";
 import { readAccounts, resolveId } from "./accounts.js";
 
@@ -59,6 +59,33 @@ export function applyFileSteps(steps: FileStep[], ctx: FileApplyContext, resourc
         ctx.fs.remove(step.path);
         break;
     }
+  }
+}
+
+/** True when every step writes a file's content: such a change can be staged into a write batch. */
+export function onlyWrites(steps: readonly Step[]): boolean {
+  return steps.length > 0 && steps.every((step) => step.op === "file.write" || step.op === "file.copy");
+}
+
+/**
+ * Stages a change's writes into `batch` (made durable by its flush). Throws when one cannot be
+ * staged: an unknown owner, a parent that is not a directory, a source that changed.
+ */
+export function stageFileWrites(
+  steps: readonly Step[],
+  ctx: FileApplyContext,
+  resource: string,
+  batch: WriteBatch,
+): void {
+  for (const step of steps) {
+    if (step.op !== "file.write" && step.op !== "file.copy") throw new Error(`${step.op} cannot be staged`);
+    const options = {
+      mode: step.mode,
+      uid: resolveOwner(ctx, "users", step.owner, resource),
+      gid: resolveOwner(ctx, "groups", step.group, resource),
+    };
+    if (step.op === "file.write") batch.stage(step.path, step.content, options);
+    else batch.stageCopy(step.path, step.from, { ...options, sha256: step.sha256 });
   }
 }
 

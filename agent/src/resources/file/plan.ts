@@ -129,8 +129,9 @@ export function isText(content: Buffer): boolean {
   return content.length <= MAX_DIFF_BYTES && !content.subarray(0, 8192).includes(0);
 }
 
-function unifiedDiff(path: string, before: string, after: Buffer): string | undefined {
+export function unifiedDiff(path: string, before: string, after: Buffer): string | undefined {
   if (!isText(after)) return undefined;
+  if (before === "") return creationDiff(path, after.toString("utf8"));
   const patch = createTwoFilesPatch(path, path, before, after.toString("utf8"), undefined, undefined, { context: 3 });
   // Drop the "Index"/"====" header lines; keep ---/+++ and the hunks.
   return patch
@@ -138,4 +139,18 @@ function unifiedDiff(path: string, before: string, after: Buffer): string | unde
     .filter((line) => !line.startsWith("Index: ") && !/^=+$/.test(line))
     .join("\n")
     .trimEnd();
+}
+
+/**
+ * What `unifiedDiff` gives for a new file (every line added), written directly: a first apply
+ * plans thousands of them, and the diff library's work and garbage for each was most of the plan.
+ */
+function creationDiff(path: string, text: string): string {
+  const header = `--- ${path}\n+++ ${path}`;
+  if (text === "") return header;
+  const lines = text.split("\n");
+  const complete = lines[lines.length - 1] === "";
+  if (complete) lines.pop();
+  const tail = complete ? "" : "\n\\ No newline at end of file";
+  return `${header}\n@@ -0,0 +1,${lines.length} @@\n+${lines.join("\n+")}${tail}`.trimEnd();
 }
