@@ -20,6 +20,8 @@ import { SimAgent } from "../support/sim-agent.js";
 
 const HOSTS = 40;
 const REPORTS = 25;
+/** Reports each host sends before replica a is frozen. */
+const HOLD_AFTER = 6;
 const CP_PASSWORD = "cp-secret-0123456789";
 const TOKEN = "replica-test-token";
 const SECRET = "replica-hook-secret";
@@ -96,7 +98,10 @@ describe.skipIf(!haveMosquitto || unreachable !== null)("serve replicas on Mosqu
     writeFileSync(path.join(dir, "token"), `${TOKEN}\n`, { mode: 0o600 });
     writeFileSync(path.join(dir, "hook-secret"), `${SECRET}\n`, { mode: 0o600 });
     for (const host of hosts) {
-      agents.push(new SimAgent({ url: mosquitto.url, host, password: password(host), reports: REPORTS }));
+      // Each holds after a quarter of its reports, so replica a is frozen with reports still to come.
+      agents.push(
+        new SimAgent({ url: mosquitto.url, host, password: password(host), reports: REPORTS, holdAfter: HOLD_AFTER }),
+      );
     }
   }, 60_000);
 
@@ -123,12 +128,15 @@ describe.skipIf(!haveMosquitto || unreachable !== null)("serve replicas on Mosqu
 
     // Both replicas store reports (the broker splits the shared subscription between them).
     await waitFor("reports stored by both replicas", async () => (await storedBy(a)) > 0 && (await storedBy(b)) > 0);
-    await waitFor("a quarter of the reports stored", async () => (await runsStored()) >= (HOSTS * REPORTS) / 4);
+    await waitFor("the first quarter acknowledged", () => agents.every((agent) => agent.ackedUpTo === HOLD_AFTER));
+    expect(await runsStored()).toBe(HOSTS * HOLD_AFTER);
 
-    // Replica a freezes: the broker keeps handing it its share, which it never stores.
+    // Replica a freezes, then the agents go on: the broker keeps handing a its share, which it
+    // never stores.
     a.child.kill("SIGSTOP");
     const publishedAtStop = published();
     const storedByB = await storedBy(b);
+    for (const agent of agents) agent.release();
     await waitFor(
       "reports sent and stored (by b) while a is frozen",
       async () => published() >= publishedAtStop + HOSTS && (await storedBy(b)) > storedByB,

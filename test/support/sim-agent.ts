@@ -19,6 +19,8 @@ export interface SimAgentOptions {
   reports: number;
   window?: number;
   ackTimeoutMs?: number;
+  /** Sends seq 1..holdAfter only, until `release()` (a test's fixed point); default: no hold. */
+  holdAfter?: number;
 }
 
 export class SimAgent {
@@ -27,7 +29,9 @@ export class SimAgent {
   ackedUpTo = 0;
   /** Reports published, resends included. */
   published = 0;
-  readonly #options: Required<SimAgentOptions>;
+  readonly #options: Required<Omit<SimAgentOptions, "holdAfter">>;
+  /** The last seq it may send now. */
+  #limit: number;
   #client: MqttClient | null = null;
   #next = 1;
   #lastAck = -1;
@@ -38,7 +42,9 @@ export class SimAgent {
 
   constructor(options: SimAgentOptions) {
     this.host = options.host;
-    this.#options = { session: 1, window: 8, ackTimeoutMs: 2000, ...options };
+    const { holdAfter, ...rest } = options;
+    this.#options = { session: 1, window: 8, ackTimeoutMs: 2000, ...rest };
+    this.#limit = Math.min(holdAfter ?? options.reports, options.reports);
     this.#done = new Promise((resolve) => {
       this.#resolveDone = resolve;
     });
@@ -75,6 +81,12 @@ export class SimAgent {
     return this.#done;
   }
 
+  /** Lifts `holdAfter`: the rest of the reports are sent. */
+  release(): void {
+    this.#limit = this.#options.reports;
+    this.#pump();
+  }
+
   async close(): Promise<void> {
     clearTimeout(this.#timer);
     await this.#client?.endAsync(true);
@@ -87,7 +99,7 @@ export class SimAgent {
   }
 
   #pump(): void {
-    while (this.#next <= this.#options.reports && this.#next - 1 - this.ackedUpTo < this.#options.window) {
+    while (this.#next <= this.#limit && this.#next - 1 - this.ackedUpTo < this.#options.window) {
       this.#send(this.#next++);
     }
     this.#arm();
