@@ -16,7 +16,9 @@ export function writeBenchRepo(n, target, packages, prefix) {
     path.join(repo, "fleet.yaml"),
     "apiVersion: driftless/v1\nkind: Fleet\nassignments:\n  - match: {}\n    profiles: [bench]\n",
   );
-  const lines = ["apiVersion: driftless/v1", "kind: Profile", "name: bench", "packages:"];
+  const lines = ["apiVersion: driftless/v1", "kind: Profile", "name: bench"];
+  // An empty `packages:` would be null, which the schema refuses.
+  if (packages.length) lines.push("packages:");
   for (const name of packages) lines.push(`  - { name: ${name}, state: present }`);
   lines.push("files:");
   for (let i = 0; i < n; i++) {
