@@ -312,6 +312,34 @@ describe("driftless agent --once on a Git repository over smart HTTP", () => {
     expect(host.checkouts()).toEqual([second]);
   });
 
+  it("keeps what it compiled from a commit, and loads the repository again for a new one or a drift", async () => {
+    const { server, repo } = await serve("fleet");
+    const first = await pushRelease(repo, "A");
+    const host = new Host(server.url("fleet"));
+    const finished = (run: CliRun) => run.logs.find((l) => l.msg === "run finished");
+
+    const run1 = await host.run();
+    expect(run1.exitCode, run1.stderr).toBe(2);
+    expect(finished(run1)).toMatchObject({ commit: first, desiredFrom: "repository" });
+    const run2 = await host.run();
+    expect(run2.exitCode, run2.stderr).toBe(0);
+    expect(finished(run2)).toMatchObject({ commit: first, desiredFrom: "cache", result: "in-sync" });
+
+    // A drifted file needs its content: the repository is loaded for it, and it is corrected.
+    writeFileSync(path.join(host.root, "etc/app/motd"), "drifted\n");
+    const run3 = await host.run();
+    expect(run3.exitCode, run3.stderr).toBe(2);
+    expect(finished(run3)).toMatchObject({ desiredFrom: "repository", result: "changed" });
+    expect(host.release()).toEqual(converged("A"));
+
+    const second = await pushRelease(repo, "B");
+    const run4 = await host.run();
+    expect(run4.exitCode, run4.stderr).toBe(2);
+    expect(finished(run4)).toMatchObject({ commit: second, desiredFrom: "repository" });
+    expect(host.release()).toEqual(converged("B"));
+    expect(finished(await host.run())).toMatchObject({ commit: second, desiredFrom: "cache" });
+  });
+
   it("converges from the cached commit while the server is down, then goes back to Git", async () => {
     const { server, repo } = await serve("fleet");
     const sha = await pushRelease(repo, "A");

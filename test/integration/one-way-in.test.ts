@@ -6,6 +6,7 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
 import {
+  chmodSync,
   chownSync,
   existsSync,
   lstatSync,
@@ -60,7 +61,10 @@ function cliEnv(): Record<string, string> {
 }
 
 /** The built CLI, asynchronously; as `nobody` with `asNobody` when we are root. Killed after `timeoutMs`. */
-function cli(args: string[], options: { asNobody?: boolean; timeoutMs?: number } = {}): Promise<CliRun> {
+function cli(
+  args: string[],
+  options: { asNobody?: boolean; timeoutMs?: number; env?: Record<string, string> } = {},
+): Promise<CliRun> {
   const command =
     options.asNobody && isRoot
       ? ["setpriv", `--reuid=${NOBODY}`, `--regid=${NOBODY}`, "--clear-groups", process.execPath, CLI, ...args]
@@ -68,7 +72,7 @@ function cli(args: string[], options: { asNobody?: boolean; timeoutMs?: number }
   const started = Date.now();
   return new Promise((resolve, reject) => {
     const child: ChildProcess = spawn(command[0] as string, command.slice(1), {
-      env: cliEnv(),
+      env: { ...cliEnv(), ...options.env },
       stdio: ["ignore", "pipe", "pipe"],
     });
     let stdout = "";
@@ -185,8 +189,6 @@ function filesUnder(dir: string): string[] {
   }
   return out;
 }
-
-const planTemps = () => readdirSync(tmpdir()).filter((name) => name.startsWith("driftless-plan-"));
 
 /**
  * An HTTP front for the Git server, on a URL of its own: `proxy` passes requests on, `trickle`
@@ -315,15 +317,18 @@ describe("one way in: apply and plan run the agent's cycle", () => {
       for (const source of [dirSource, url]) {
         const root = tempDir("driftless-plan-root-");
         if (isRoot) chownSync(root, NOBODY, NOBODY);
-        const tempsBefore = planTemps();
-        const result = await cli(["plan", "--source", source, "--root", root, "--host", HOST], { asNobody });
+        // A temp directory of its own: other test files running plan at the same time use the shared one.
+        const temp = tempDir("driftless-plan-tmp-");
+        chmodSync(temp, 0o1777);
+        const result = await cli(["plan", "--source", source, "--root", root, "--host", HOST], {
+          asNobody,
+          env: { TMPDIR: temp },
+        });
         expect(result.exitCode, result.stderr).toBe(2);
         expect(result.stdout).toContain("+ file:/etc/app/release  create");
         expect(readdirSync(root), `${source} as ${asNobody ? "nobody" : "root"}`).toEqual([]);
-        expect(planTemps()).toEqual(tempsBefore);
-        expect(
-          existsSync(path.join(tmpdir(), `driftless-cache-${asNobody && isRoot ? NOBODY : process.getuid?.()}`)),
-        ).toBe(false);
+        // Its private fetch directory (driftless-plan-*) is gone, and no cache was made.
+        expect(readdirSync(temp)).toEqual([]);
       }
     }
   });

@@ -304,6 +304,7 @@ async function report(verb: Verb, host: string, result: CycleResult, json: boole
       source: outcome?.source ?? result.source,
       origin: result.source,
       profiles: outcome?.profiles ?? [],
+      ...(outcome ? { desiredFrom: outcome.desiredFrom } : {}),
       changes: outcome?.plan ? changesForReport(outcome.plan, outcome.results) : [],
       drift: outcome?.plan ? driftReport(outcome.plan) : [],
       problems: outcome?.plan ? Object.fromEntries(outcome.plan.problems) : {},

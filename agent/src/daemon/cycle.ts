@@ -138,7 +138,7 @@ export async function runCycle(deps: CycleDeps, options: CycleOptions): Promise<
       } else {
         try {
           const dir = await git.cache.checkout(tip, good);
-          const outcome = await convergeFrom(deps, dir, options);
+          const outcome = await convergeFrom(deps, dir, options, tip);
           if (outcome.status !== "invalid") {
             update({ goodCommit: tip });
             if (write) git.cache.prune([tip]);
@@ -184,7 +184,7 @@ export async function runCycle(deps: CycleDeps, options: CycleOptions): Promise<
     if (write) recordNoRun(deps, source, errors);
     return { exitCode: 1, commit: null, source, errors };
   }
-  const outcome = await convergeFrom(deps, dir, options);
+  const outcome = await convergeFrom(deps, dir, options, good);
   return record(deps, options, outcome, good, source, errors);
 }
 
@@ -222,12 +222,16 @@ async function checkNewCommit(
   return null;
 }
 
-function convergeFrom(deps: CycleDeps, dir: string, options: CycleOptions): Promise<RunOutcome> {
+/** A run from `dir`: a directory source, or the checkout of `commit` in the agent's Git cache. */
+function convergeFrom(deps: CycleDeps, dir: string, options: CycleOptions, commit?: string): Promise<RunOutcome> {
   const { config } = deps;
   return converge(deps.ports, {
     ...options.extras,
     mode: options.write && config.mode !== "report" ? "apply" : "plan",
     source: dir,
+    // A run that writes keeps what it loaded (a report-mode run too); a plan only reads it.
+    keepCompiled: options.write,
+    ...(commit ? { sourceCommit: commit } : {}),
     host: config.host ?? String(deps.facts.hostname),
     labels: config.labels,
     facts: deps.facts,
@@ -268,6 +272,7 @@ function record(
     result: outcome.status,
     commit,
     source,
+    desiredFrom: outcome.desiredFrom,
     changes: outcome.plan?.changes.length ?? 0,
     ...counts,
     durationMs: outcome.endedAt.getTime() - outcome.startedAt.getTime(),

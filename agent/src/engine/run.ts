@@ -1,6 +1,11 @@
 /**
  * One run: load the repository, select and render this host's profiles, read the actual state,
  * plan, and (apply mode) converge and record. `plan` writes nothing.
+ *
+ * The desired state comes from the compiled desired state in the state database when its inputs
+ * have not changed (state/compiled.ts), else from the repository (engine/load-desired.ts, a
+ * module imported only then). The compiled state holds no file content: a plan from it with
+ * content to write is made again from the repository.
  */
 import { randomUUID } from "node:crypto";
 import { DriftlessError, errorMessage, sortByLocation } from "../errors.js";
@@ -8,17 +13,16 @@ import type { Facts } from "../facts/collect.js";
 import type { Clock } from "../host/clock.js";
 import type { HostFs } from "../host/fs.js";
 import type { Runner } from "../host/runner.js";
-import { buildDesired, type DesiredSet } from "../profile/desired.js";
-import { loadRepository, locateDeclared } from "../profile/load.js";
-import { assignedProfiles, expandProfiles, type HostIdentity, type ProfileRequest } from "../profile/select.js";
 import { readAccounts } from "../resources/file/accounts.js";
 import { type FileRecord, readFiles, recordAfterWrite } from "../resources/file/read.js";
 import type { PackageManager, PackageManagerContext } from "../resources/package/manager.js";
 import type { ServiceManager, ServiceManagerContext } from "../resources/service/manager.js";
 import type { ActualPackage, ActualService, ActualState, Desired, DesiredFile } from "../resources/types.js";
+import { type BuildIdentity, type CompiledCache, compiledCache, THIS_BUILD } from "../state/compiled.js";
 import type { RunRecord, StateStore } from "../state/db.js";
 import { applyPlan } from "./apply.js";
 import { orderResources } from "./graph.js";
+import type { LoadedDesired, LoadResult } from "./load-desired.js";
 import { plan as makePlan } from "./plan.js";
 import type { Change, Plan, ResourceResult } from "./types.js";
 
@@ -46,8 +50,14 @@ export interface RunOptions {
   profiles?: string[];
   /** Refresh the package index before reading `latest` candidates. */
   refreshPackages?: boolean;
-  /** Opened by the caller; null: no records read, none written. */
+  /** Opened by the caller; null: no records read, none written, no compiled desired state. */
   state: StateStore | null;
+  /** Store the compiled desired state in `state` after a load from the repository (never for `plan`). */
+  keepCompiled?: boolean;
+  /** The commit `source` is a checkout of, in the agent's own Git cache: it keys the compiled desired state. */
+  sourceCommit?: string;
+  /** The build the compiled desired state must come from; default this one. */
+  build?: BuildIdentity;
   /** Cancels commands under way (and stops the run). */
   signal?: AbortSignal;
   /** Stops the run between resources; the resource under way finishes. */
@@ -58,6 +68,9 @@ export interface RunOptions {
   onResult?: (result: ResourceResult, change: Change | undefined) => void;
 }
 
+/** Where the desired state came from: the compiled desired state, the repository, or code. */
+export type DesiredFrom = "cache" | "repository" | "builtin";
+
 export type RunStatus = "in-sync" | "changes" | "changed" | "failed" | "invalid" | "interrupted";
 
 export interface RunOutcome {
@@ -67,6 +80,7 @@ export interface RunOutcome {
   exitCode: 0 | 1 | 2 | 4;
   source: string;
   profiles: string[];
+  desiredFrom: DesiredFrom;
   plan?: Plan;
   results: ResourceResult[];
   errors: DriftlessError[];
@@ -83,7 +97,7 @@ export async function converge(ports: RunPorts, options: RunOptions): Promise<Ru
   let mark = clock.monotonic();
   const lap = (name: string) => {
     const now = clock.monotonic();
-    timings[name] = Math.round((now - mark) * 10) / 10;
+    timings[name] = Math.round(((timings[name] ?? 0) + now - mark) * 10) / 10;
     mark = now;
   };
   const finish = (partial: Omit<RunOutcome, "id" | "startedAt" | "endedAt" | "timings">): RunOutcome => ({
@@ -99,40 +113,225 @@ export async function converge(ports: RunPorts, options: RunOptions): Promise<Ru
       exitCode: 1,
       source: `dir:${options.source}`,
       profiles,
+      desiredFrom: "repository",
       results: [],
       errors: sortByLocation(errors),
     });
 
-  let ordering: ReturnType<typeof orderResources>;
-  let source: string;
-  let profileNames: string[] = [];
-  let desired: { resources: Desired[] };
+  let desired: DesiredState;
+  const cache = options.resources || !options.state ? null : cacheFor(ports, options, options.state);
+  const hit = cache?.read(options.facts);
+  let toKeep: LoadedDesired | undefined;
   if (options.resources) {
     // Resources built in code (driftless install): nothing to load.
-    desired = { resources: options.resources };
-    source = "builtin";
+    desired = { resources: options.resources, source: "builtin", profiles: [], from: "builtin" };
+  } else if (hit) {
+    desired = { resources: hit.resources, source: `dir:${hit.digest}`, profiles: hit.profiles, from: "cache" };
   } else {
-    const loaded = await loadDesired(ports, options);
+    const keep = options.keepCompiled === true && cache !== null;
+    const loaded = await loadFromRepository(ports, options, keep);
     if ("errors" in loaded) return invalid(loaded.errors, loaded.profiles);
-    desired = loaded.desired;
-    source = `dir:${loaded.desired.digest}`;
-    profileNames = loaded.profiles;
+    desired = fromRepository(loaded);
+    if (keep && loaded.cacheable) toKeep = loaded;
   }
+  let ordering: ReturnType<typeof orderResources>;
   try {
     ordering = orderResources(desired.resources);
   } catch (error) {
     return invalid(
       [await withDeclaredPosition(ports, options, desired.resources, error as DriftlessError)],
-      profileNames,
+      desired.profiles,
     );
   }
   lap("load");
+  // Kept once the run is done with the host: its encoding's garbage does not add to the apply's.
+  const keep = () => {
+    if (!toKeep || !cache) return;
+    try {
+      const { desired: loaded, profiles, factsUsed } = toKeep;
+      cache.write({ resources: loaded.resources, profiles, digest: loaded.digest }, factsUsed, clock.now());
+    } catch {
+      // Not kept (the database refused the write): the next run loads the repository again.
+    }
+  };
 
-  // Read the actual state: files one by one, packages and services in one call each.
-  const nowNs = () => BigInt(clock.now().getTime()) * 1_000_000n;
-  const files = desired.resources.filter((r): r is DesiredFile => r.kind === "file");
+  let read = await readActual(ports, options, desired.resources, lap);
+  const planFrom = (o: typeof ordering, r: ActualRead) =>
+    makePlan({
+      ordering: o,
+      actual: r.actual,
+      readProblems: r.readProblems,
+      servicesOffline: r.serviceManager?.offline ?? ports.hostFs.isRooted,
+    });
+  let plan = planFrom(ordering, read);
+  lap("plan");
+
+  if (desired.from === "cache" && needsContent(plan)) {
+    // The compiled state has no content: what is written (and its diff) comes from the repository.
+    const loaded = await loadFromRepository(ports, options, false);
+    if ("errors" in loaded) return invalid(loaded.errors, loaded.profiles);
+    const reloaded = fromRepository(loaded);
+    try {
+      ordering = orderResources(reloaded.resources);
+    } catch (error) {
+      return invalid(
+        [await withDeclaredPosition(ports, options, reloaded.resources, error as DriftlessError)],
+        reloaded.profiles,
+      );
+    }
+    const same = sameResources(desired.resources, reloaded.resources);
+    desired = reloaded;
+    lap("reload");
+    // What was read still stands unless the repository changed in between.
+    if (!same) read = await readActual(ports, options, desired.resources, lap);
+    plan = planFrom(ordering, read);
+    lap("plan");
+  }
+  const { source, profiles: profileNames, from: desiredFrom } = desired;
+
+  if (options.mode === "plan") {
+    if (toKeep) {
+      keep(); // a report-mode run of the agent writes; `driftless plan` never keeps
+      lap("record");
+    }
+    const failed = plan.problems.size > 0;
+    const pending = plan.changes.some((c) => !c.triggeredBy);
+    return finish({
+      status: failed ? "failed" : pending ? "changes" : "in-sync",
+      exitCode: failed ? 4 : pending ? 2 : 0,
+      source,
+      profiles: profileNames,
+      desiredFrom,
+      plan,
+      results: [],
+      errors: [],
+    });
+  }
+
+  const applied = await applyPlan(plan, {
+    fs: ports.hostFs,
+    accounts: read.actual.accounts,
+    packages: read.packageManager,
+    services: read.serviceManager,
+    monotonic: () => clock.monotonic(),
+    ...(options.signal ? { signal: options.signal } : {}),
+    ...(options.stop ? { stop: options.stop } : {}),
+    ...(options.onStart ? { onStart: options.onStart } : {}),
+    ...(options.onLine ? { onLine: options.onLine } : {}),
+    ...(options.onResult ? { onResult: options.onResult } : {}),
+  });
+  lap("apply");
+
+  // Remember what was read or written, so the next run can trust unchanged files.
+  const nowNs = BigInt(clock.now().getTime()) * 1_000_000n;
+  const records = new Map(read.fileRecords);
+  const byId = new Map(fileResources(desired.resources).map((f) => [f.id, f]));
+  const forget: string[] = [];
+  for (const result of applied.results) {
+    const file = byId.get(result.resource);
+    if (!file) continue;
+    records.delete(file.id);
+    const record = result.outcome === "changed" ? recordAfterWrite(ports.hostFs, file, nowNs) : undefined;
+    if (record) records.set(file.id, record);
+    else forget.push(file.id);
+  }
+  options.state?.saveFileRecords(records, forget);
+  keep();
+
+  const failed = applied.results.some((r) => r.outcome === "failed");
+  const changed = applied.results.some((r) => r.outcome === "changed");
+  const status: RunStatus = applied.interrupted ? "interrupted" : failed ? "failed" : changed ? "changed" : "in-sync";
+  const outcome = finish({
+    status,
+    exitCode: failed || applied.interrupted ? 4 : changed ? 2 : 0,
+    source,
+    profiles: profileNames,
+    desiredFrom,
+    plan,
+    results: applied.results,
+    errors: [],
+  });
+  lap("record");
+  return outcome;
+}
+
+interface DesiredState {
+  resources: Desired[];
+  /** The run's source: `dir:<digest of the desired state>`, or `builtin`. */
+  source: string;
+  profiles: string[];
+  from: DesiredFrom;
+}
+
+/** The repository's loader, imported on demand (YAML, zod and Liquid come with it). */
+async function loadFromRepository(ports: RunPorts, options: RunOptions, record: boolean): Promise<LoadResult> {
+  const { loadDesired } = await import("./load-desired.js");
+  return loadDesired(ports, options, record);
+}
+
+function fromRepository(loaded: LoadedDesired): DesiredState {
+  return {
+    resources: loaded.desired.resources,
+    source: `dir:${loaded.desired.digest}`,
+    profiles: loaded.profiles,
+    from: "repository",
+  };
+}
+
+function cacheFor(ports: RunPorts, options: RunOptions, state: StateStore): CompiledCache | null {
+  return compiledCache(ports.repoFs, state, {
+    dir: options.source,
+    commit: options.sourceCommit,
+    host: options.host,
+    labels: options.labels,
+    profiles: options.profiles,
+    build: options.build ?? THIS_BUILD,
+  });
+}
+
+/** True when a change writes content held in memory: a compiled desired state has none. */
+function needsContent(plan: Plan): boolean {
+  return plan.changes.some((change) => change.steps.some((step) => step.op === "file.write"));
+}
+
+/** The same resources in the same order, with the same content: what was read for one stands for the other. */
+function sameResources(a: Desired[], b: Desired[]): boolean {
+  return (
+    a.length === b.length &&
+    a.every((r, i) => {
+      const other = b[i] as Desired;
+      if (r.id !== other.id || r.kind !== other.kind) return false;
+      if (r.kind !== "file" || other.kind !== "file") return true;
+      return r.state === other.state && r.contentHash === other.contentHash;
+    })
+  );
+}
+
+function fileResources(resources: Desired[]): DesiredFile[] {
+  return resources.filter((r): r is DesiredFile => r.kind === "file");
+}
+
+interface ActualRead {
+  actual: ActualState;
+  readProblems: Map<string, string>;
+  /** New records of the files whose content was read. */
+  fileRecords: Map<string, FileRecord>;
+  packageManager: PackageManager | null;
+  serviceManager: ServiceManager | null;
+}
+
+/** The actual state of `resources`: files one by one, packages and services in one call each. */
+async function readActual(
+  ports: RunPorts,
+  options: RunOptions,
+  resources: Desired[],
+  lap: (name: string) => void,
+): Promise<ActualRead> {
+  const { clock } = ports;
+  const nowNs = BigInt(clock.now().getTime()) * 1_000_000n;
+  const files = fileResources(resources);
   const recorded = options.state?.fileRecords() ?? new Map<string, FileRecord>();
-  const fileRead = readFiles(ports.hostFs, files, recorded, nowNs());
+  const fileRead = readFiles(ports.hostFs, files, recorded, nowNs);
   const readProblems = new Map(fileRead.problems);
   const actual: ActualState = {
     files: fileRead.actual,
@@ -142,7 +341,7 @@ export async function converge(ports: RunPorts, options: RunOptions): Promise<Ru
   };
   lap("readFiles");
 
-  const packages = desired.resources.filter((r) => r.kind === "package");
+  const packages = resources.filter((r) => r.kind === "package");
   let packageManager: PackageManager | null = null;
   if (packages.length) {
     packageManager = ports.packageManager({ fs: ports.hostFs, runner: ports.runner });
@@ -163,7 +362,7 @@ export async function converge(ports: RunPorts, options: RunOptions): Promise<Ru
   }
   lap("readPackages");
 
-  const services = desired.resources.filter((r) => r.kind === "service");
+  const services = resources.filter((r) => r.kind === "service");
   let serviceManager: ServiceManager | null = null;
   const needsSystemd = services.length > 0 || files.some((f) => f.path.startsWith("/etc/systemd/"));
   if (needsSystemd) serviceManager = ports.serviceManager({ fs: ports.hostFs, runner: ports.runner });
@@ -178,71 +377,7 @@ export async function converge(ports: RunPorts, options: RunOptions): Promise<Ru
     }
   }
   lap("readServices");
-
-  const plan = makePlan({
-    ordering,
-    actual,
-    readProblems,
-    servicesOffline: serviceManager?.offline ?? ports.hostFs.isRooted,
-  });
-  lap("plan");
-
-  if (options.mode === "plan") {
-    const failed = plan.problems.size > 0;
-    const pending = plan.changes.some((c) => !c.triggeredBy);
-    return finish({
-      status: failed ? "failed" : pending ? "changes" : "in-sync",
-      exitCode: failed ? 4 : pending ? 2 : 0,
-      source,
-      profiles: profileNames,
-      plan,
-      results: [],
-      errors: [],
-    });
-  }
-
-  const applied = await applyPlan(plan, {
-    fs: ports.hostFs,
-    accounts: actual.accounts,
-    packages: packageManager,
-    services: serviceManager,
-    monotonic: () => clock.monotonic(),
-    ...(options.signal ? { signal: options.signal } : {}),
-    ...(options.stop ? { stop: options.stop } : {}),
-    ...(options.onStart ? { onStart: options.onStart } : {}),
-    ...(options.onLine ? { onLine: options.onLine } : {}),
-    ...(options.onResult ? { onResult: options.onResult } : {}),
-  });
-  lap("apply");
-
-  // Remember what was read or written, so the next run can trust unchanged files.
-  const records = new Map(fileRead.records);
-  const byId = new Map(files.map((f) => [f.id, f]));
-  const forget: string[] = [];
-  for (const result of applied.results) {
-    const file = byId.get(result.resource);
-    if (!file) continue;
-    records.delete(file.id);
-    const record = result.outcome === "changed" ? recordAfterWrite(ports.hostFs, file, nowNs()) : undefined;
-    if (record) records.set(file.id, record);
-    else forget.push(file.id);
-  }
-  options.state?.saveFileRecords(records, forget);
-
-  const failed = applied.results.some((r) => r.outcome === "failed");
-  const changed = applied.results.some((r) => r.outcome === "changed");
-  const status: RunStatus = applied.interrupted ? "interrupted" : failed ? "failed" : changed ? "changed" : "in-sync";
-  const outcome = finish({
-    status,
-    exitCode: failed || applied.interrupted ? 4 : changed ? 2 : 0,
-    source,
-    profiles: profileNames,
-    plan,
-    results: applied.results,
-    errors: [],
-  });
-  lap("record");
-  return outcome;
+  return { actual, readProblems, fileRecords: fileRead.records, packageManager, serviceManager };
 }
 
 /** The run as stored in the state database and reported to the control plane. */
@@ -301,40 +436,6 @@ export function driftReport(plan: Plan): Array<{ resource: string; field: string
   return plan.changes.flatMap((change) => change.drift.map((d) => ({ resource: change.resource, ...d })));
 }
 
-/** Load, select, render: every error of the repository is found before anything is read or applied. */
-async function loadDesired(
-  ports: RunPorts,
-  options: RunOptions,
-): Promise<{ desired: DesiredSet; profiles: string[] } | { errors: DriftlessError[]; profiles: string[] }> {
-  const { repo, errors } = await loadRepository(ports.repoFs, options.source);
-  const identity: HostIdentity = { name: options.host, labels: options.labels, facts: options.facts };
-  let requests: ProfileRequest[];
-  if (options.profiles?.length) {
-    requests = options.profiles.map((name) => ({ name }));
-  } else if (repo.fleet) {
-    requests = assignedProfiles(repo.fleet, identity);
-  } else {
-    if (!repo.brokenFleet && !errors.some((e) => e.code === "ESOURCE")) {
-      errors.push(
-        new DriftlessError(`no fleet.yaml in ${repo.dir}; add one or name profiles with --profile`, {
-          code: "EFLEET",
-          phase: "select",
-        }),
-      );
-    }
-    return { errors, profiles: [] };
-  }
-  const { profiles, errors: selectErrors } = await expandProfiles(repo, requests);
-  errors.push(...selectErrors);
-  const profileNames = profiles.map((p) => p.doc.name);
-  const { desired, errors: desiredErrors } = await buildDesired(ports.repoFs, repo, profiles, identity, {
-    checkReferences: errors.length === 0,
-  });
-  errors.push(...desiredErrors);
-  if (errors.length) return { errors, profiles: profileNames };
-  return { desired, profiles: profileNames };
-}
-
 /** An error about a resource (a dependency cycle), located at the line and column it was declared. */
 async function withDeclaredPosition(
   ports: RunPorts,
@@ -344,6 +445,8 @@ async function withDeclaredPosition(
 ): Promise<DriftlessError> {
   const declaredAt = resources.find((r) => r.id === error.resource)?.declaredAt;
   if (!declaredAt || options.resources) return error;
+  // The loader's module, loaded only for this error (a run from the compiled state has not loaded it).
+  const { locateDeclared } = await import("../profile/load.js");
   const { file, line, column } = await locateDeclared(ports.repoFs, options.source, declaredAt);
   return new DriftlessError(error.message, {
     code: error.code,

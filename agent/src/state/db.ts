@@ -1,8 +1,8 @@
 /**
  * The agent's state database (`state.db` in the state directory): SQLite in WAL mode with
- * numbered migrations. It keeps the last runs (`keepRuns`, each change's diff capped) and the
- * last known state of each file resource. A database SQLite cannot read is moved aside and a
- * fresh one created, so a host keeps converging.
+ * numbered migrations. It keeps the last runs (`keepRuns`, each change's diff capped), the
+ * last known state of each file resource, and the compiled desired state of the latest load. A
+ * database SQLite cannot read is moved aside and a fresh one created, so a host keeps converging.
  */
 import { createHash } from "node:crypto";
 import * as path from "node:path";
@@ -63,6 +63,19 @@ const MIGRATIONS: string[] = [
      value TEXT NOT NULL
    );`,
   OUTBOX_MIGRATION,
+  // The compiled desired state (state/compiled.ts): one entry, the latest, replaced on write. Its
+  // resources are rows of their own, so that neither writing nor reading it builds one large string.
+  `CREATE TABLE compiled_desired (
+     slot INTEGER PRIMARY KEY CHECK (slot = 1),
+     cache_key TEXT NOT NULL,
+     facts_used TEXT NOT NULL,
+     header TEXT NOT NULL,
+     stored_at TEXT NOT NULL
+   );
+   CREATE TABLE compiled_resources (
+     seq INTEGER PRIMARY KEY,
+     resource TEXT NOT NULL
+   );`,
 ];
 
 /** What a recorded run tells the control plane (report/outbox.ts): only with a broker configured. */
@@ -89,6 +102,16 @@ export interface SourceState {
   lastFetchError?: string;
   /** The URL and ref the cache follows; a change starts a new history. */
   remote?: string;
+}
+
+/** The compiled desired state as stored (state/compiled.ts encodes and decodes it). */
+export interface CompiledRow {
+  key: string;
+  /** JSON: the fact paths the load read, with what they held. */
+  factsUsed: string;
+  /** JSON: what the entry says besides its resources (format, profiles, count). */
+  header: string;
+  storedAt: string;
 }
 
 /** Runs kept by default: older ones are deleted as each new one is recorded. */
@@ -176,6 +199,34 @@ export class StateStore {
       for (const [resource, r] of records)
         upsert.run(resource, r.fingerprint, r.contentHash, r.recordedAtNs.toString());
       for (const resource of forget) remove.run(resource);
+    })();
+  }
+
+  /** The compiled desired state stored under `key`, or null (none, or another key's). */
+  compiledDesired(key: string): CompiledRow | null {
+    const row = this.#db
+      .prepare("SELECT facts_used, header, stored_at FROM compiled_desired WHERE slot = 1 AND cache_key = ?")
+      .raw()
+      .get(key) as [string, string, string] | undefined;
+    return row ? { key, factsUsed: row[0], header: row[1], storedAt: row[2] } : null;
+  }
+
+  /** The resources of the compiled desired state, one JSON text each, in order. */
+  compiledResources(): IterableIterator<string> {
+    const rows = this.#db.prepare("SELECT resource FROM compiled_resources ORDER BY seq").pluck().iterate();
+    return rows as IterableIterator<string>;
+  }
+
+  /** Replaces the compiled desired state (one entry is kept: the latest) in one transaction. */
+  saveCompiledDesired(row: CompiledRow, resources: Iterable<string>): void {
+    const insertResource = this.#db.prepare("INSERT INTO compiled_resources (seq, resource) VALUES (?, ?)");
+    this.#db.transaction(() => {
+      this.#db.exec("DELETE FROM compiled_desired; DELETE FROM compiled_resources;");
+      this.#db
+        .prepare("INSERT INTO compiled_desired (slot, cache_key, facts_used, header, stored_at) VALUES (1, ?, ?, ?, ?)")
+        .run(row.key, row.factsUsed, row.header, row.storedAt);
+      let seq = 0;
+      for (const resource of resources) insertResource.run(seq++, resource);
     })();
   }
 
