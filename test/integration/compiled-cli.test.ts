@@ -4,7 +4,7 @@
  * zod schemas of profiles, Liquid), and `plan` reads it but never writes it.
  */
 import { spawnSync } from "node:child_process";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, describe, expect, it } from "vitest";
@@ -94,6 +94,21 @@ describe("driftless apply and plan with the compiled desired state", () => {
     expect(second.json).toMatchObject({ desiredFrom: "cache", status: "in-sync" });
     expect(second.modules.some((m) => m.endsWith("agent/src/state/compiled.ts"))).toBe(true);
     expect(loaderModules(second.modules)).toEqual([]);
+  });
+
+  it("loads the diff library only when a text file's content changes", () => {
+    const { root, args } = setup();
+    const usesDiff = (run: Run) => run.modules.some((m) => /node_modules\/diff\//.test(m));
+    const first = driftless(args("apply"));
+    expect(first.exitCode, first.stderr).toBe(2);
+    expect(usesDiff(first)).toBe(false); // new files: their diff is written without the library
+    expect(usesDiff(driftless(args("apply")))).toBe(false); // a no-op
+
+    writeFileSync(path.join(root, "etc/plain"), "edited by hand\n");
+    const corrected = driftless(args("apply"));
+    expect(corrected.exitCode, corrected.stderr).toBe(2);
+    expect(usesDiff(corrected)).toBe(true);
+    expect(JSON.stringify(corrected.json.changes)).toContain("-edited by hand");
   });
 
   it("plan reads the compiled state and never writes it", () => {

@@ -9,7 +9,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import type { Clock } from "../../agent/src/host/clock.js";
 import { systemClock } from "../../agent/src/host/clock.js";
 import { HostFs } from "../../agent/src/host/fs.js";
-import { planFile } from "../../agent/src/resources/file/plan.js";
+import { loadTextPatch, planFile } from "../../agent/src/resources/file/plan.js";
 import { type FileRecord, fingerprintOf, readFiles } from "../../agent/src/resources/file/read.js";
 import { StateStore } from "../../agent/src/state/db.js";
 import { accounts, file, sha256 } from "../support/desired.js";
@@ -39,7 +39,7 @@ function trustedRecord(fs: HostFs, hostPath: string, contentHash: string): FileR
 }
 
 describe("reading files with trusted records", () => {
-  it("reads a file whose content the profile changed, so the plan shows the diff", () => {
+  it("reads a file whose content the profile changed, so the plan shows the diff", async () => {
     const root = tempDir();
     writeFileSync(path.join(root, "a"), "greeting=hello\n");
     const fs = new CountingFs(root);
@@ -50,7 +50,7 @@ describe("reading files with trusted records", () => {
     expect(fs.reads).toBe(1);
     const actual = read.actual.get(desired.id);
     expect(actual).toMatchObject({ contentHash: sha256("greeting=hello\n"), text: "greeting=hello\n" });
-    const change = planFile(desired, actual ?? { type: "absent" }, accounts);
+    const change = planFile(desired, actual ?? { type: "absent" }, accounts, await loadTextPatch());
     expect(change?.diff).toMatch(/^-greeting=hello\n\+greeting=bonjour$/m);
   });
 

@@ -1,6 +1,6 @@
 import { createTwoFilesPatch } from "diff";
 import { describe, expect, it } from "vitest";
-import { planFile, unifiedDiff } from "../../agent/src/resources/file/plan.js";
+import { loadTextPatch, needsTextPatch, planFile, unifiedDiff } from "../../agent/src/resources/file/plan.js";
 import { accounts, file, sha256 } from "../support/desired.js";
 
 const hello = Buffer.from("hello\n");
@@ -40,6 +40,7 @@ describe("planFile", () => {
       desired,
       { type: "file", mode: 0o600, uid: 33, gid: 33, contentHash: sha256("a\n"), text: "a\n" },
       accounts,
+      createTwoFilesPatch,
     );
     expect(change?.steps).toEqual([
       { op: "file.write", path: "/etc/a", content: Buffer.from("b\n"), mode: 0o600, owner: "33", group: "33" },
@@ -176,5 +177,14 @@ describe("the diff of a new file", () => {
         libraryDiff("/etc/x.conf", text),
       );
     }
+  });
+
+  it("needs the diff library only for a changed text file, and says so instead of guessing", async () => {
+    const desired = file("/etc/a", { content: Buffer.from("b\n") });
+    const changedText = { type: "file" as const, mode: 0o644, uid: 0, gid: 0, contentHash: sha256("a\n"), text: "a\n" };
+    expect(needsTextPatch([{ type: "absent" }, { type: "file", contentHash: sha256("b\n") }])).toBe(false);
+    expect(needsTextPatch([{ type: "absent" }, changedText])).toBe(true);
+    expect(() => planFile(desired, changedText, accounts)).toThrow(/needs the text patch function/);
+    expect(planFile(desired, changedText, accounts, await loadTextPatch())?.diff).toMatch(/-a\n\+b/);
   });
 });

@@ -2,7 +2,7 @@
  * The planner: pure. Desired resources in order plus what the readers found -> the changes, in
  * order, including the restarts asked for by `notify` and the daemon-reload a unit file needs.
  */
-import { planFile } from "../resources/file/plan.js";
+import { planFile, type TextPatch } from "../resources/file/plan.js";
 import { planPackage } from "../resources/package/plan.js";
 import { planNotify, planService } from "../resources/service/plan.js";
 import type { ActualState, DesiredService } from "../resources/types.js";
@@ -16,6 +16,8 @@ export interface PlanInput {
   readProblems: Map<string, string>;
   /** Services can only be enabled or disabled (a `--root` tree). */
   servicesOffline: boolean;
+  /** Makes the diff of a changed text file; needed when a file's actual state has `text`. */
+  textPatch?: TextPatch;
 }
 
 const UNIT_DIRS = ["/etc/systemd/system/", "/usr/lib/systemd/system/", "/lib/systemd/system/", "/run/systemd/system/"];
@@ -25,7 +27,7 @@ export function isUnitFile(path: string): boolean {
 }
 
 export function plan(input: PlanInput): Plan {
-  const { ordering, actual, readProblems, servicesOffline } = input;
+  const { ordering, actual, readProblems, servicesOffline, textPatch } = input;
   const changes: Change[] = [];
   const problems = new Map(readProblems);
   const changed = new Set<string>();
@@ -42,7 +44,7 @@ export function plan(input: PlanInput): Plan {
           problems.set(desired.id, "actual state was not read");
           continue;
         }
-        change = planFile(desired, found, actual.accounts);
+        change = planFile(desired, found, actual.accounts, textPatch);
         if (change && isUnitFile(desired.path) && !servicesOffline) {
           unitFilesChanged.push(desired.id);
           lastUnitFileChange = changes.length;

@@ -14,6 +14,7 @@ import type { Clock } from "../host/clock.js";
 import type { HostFs } from "../host/fs.js";
 import type { Runner } from "../host/runner.js";
 import { readAccounts } from "../resources/file/accounts.js";
+import { loadTextPatch, needsTextPatch } from "../resources/file/plan.js";
 import { type FileRecord, readFiles, recordAfterWrite } from "../resources/file/read.js";
 import type { PackageManager, PackageManagerContext } from "../resources/package/manager.js";
 import type { ServiceManager, ServiceManagerContext } from "../resources/service/manager.js";
@@ -156,14 +157,16 @@ export async function converge(ports: RunPorts, options: RunOptions): Promise<Ru
   };
 
   let read = await readActual(ports, options, desired.resources, lap);
-  const planFrom = (o: typeof ordering, r: ActualRead) =>
+  const planFrom = async (o: typeof ordering, r: ActualRead) =>
     makePlan({
       ordering: o,
       actual: r.actual,
       readProblems: r.readProblems,
       servicesOffline: r.serviceManager?.offline ?? ports.hostFs.isRooted,
+      // The diff library only when a text file's content changes.
+      ...(needsTextPatch(r.actual.files.values()) ? { textPatch: await loadTextPatch() } : {}),
     });
-  let plan = planFrom(ordering, read);
+  let plan = await planFrom(ordering, read);
   lap("plan");
 
   if (desired.from === "cache" && needsContent(plan)) {
@@ -184,7 +187,7 @@ export async function converge(ports: RunPorts, options: RunOptions): Promise<Ru
     lap("reload");
     // What was read still stands unless the repository changed in between.
     if (!same) read = await readActual(ports, options, desired.resources, lap);
-    plan = planFrom(ordering, read);
+    plan = await planFrom(ordering, read);
     lap("plan");
   }
   const { source, profiles: profileNames, from: desiredFrom } = desired;

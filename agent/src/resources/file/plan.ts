@@ -1,5 +1,5 @@
 /** The file planner: pure, (desired, actual) -> change. */
-import { createTwoFilesPatch } from "diff";
+import type { createTwoFilesPatch } from "diff";
 import type { Change, FileStep } from "../../engine/types.js";
 import type { Accounts, ActualFile, DesiredFile, Drift } from "../types.js";
 import { nameOf, resolveId } from "./accounts.js";
@@ -16,7 +16,28 @@ export function formatMode(mode: number | undefined): string | undefined {
   return mode === undefined ? undefined : `0${mode.toString(8).padStart(3, "0")}`;
 }
 
-export function planFile(desired: DesiredFile, actual: ActualFile, accounts: Accounts): Change | null {
+/**
+ * The diff library's patch function. Only a changed text file needs it, so the caller loads it
+ * then (`loadTextPatch`): a run with no content to change never loads the library.
+ */
+export type TextPatch = typeof createTwoFilesPatch;
+
+export async function loadTextPatch(): Promise<TextPatch> {
+  return (await import("diff")).createTwoFilesPatch;
+}
+
+/** True when planning these files shows a text diff, that is, needs `TextPatch`. */
+export function needsTextPatch(files: Iterable<ActualFile>): boolean {
+  for (const file of files) if (file.text !== undefined) return true;
+  return false;
+}
+
+export function planFile(
+  desired: DesiredFile,
+  actual: ActualFile,
+  accounts: Accounts,
+  textPatch?: TextPatch,
+): Change | null {
   const drift: Drift[] = [];
   const steps: FileStep[] = [];
   const { path } = desired;
@@ -84,7 +105,9 @@ export function planFile(desired: DesiredFile, actual: ActualFile, accounts: Acc
       }),
     );
     if (desired.sensitive) diff = SENSITIVE_CHANGED;
-    else if (actual.text !== undefined && desired.content) diff = unifiedDiff(path, actual.text, desired.content);
+    else if (actual.text !== undefined && desired.content) {
+      diff = unifiedDiff(path, actual.text, desired.content, textPatch);
+    }
     diff ??= "binary or large content differs";
   } else {
     // Owner first, then mode: a change of owner clears setuid and setgid, the mode set after it
@@ -129,10 +152,11 @@ export function isText(content: Buffer): boolean {
   return content.length <= MAX_DIFF_BYTES && !content.subarray(0, 8192).includes(0);
 }
 
-export function unifiedDiff(path: string, before: string, after: Buffer): string | undefined {
+export function unifiedDiff(path: string, before: string, after: Buffer, textPatch?: TextPatch): string | undefined {
   if (!isText(after)) return undefined;
   if (before === "") return creationDiff(path, after.toString("utf8"));
-  const patch = createTwoFilesPatch(path, path, before, after.toString("utf8"), undefined, undefined, { context: 3 });
+  if (!textPatch) throw new Error(`the diff of ${path} needs the text patch function (loadTextPatch)`);
+  const patch = textPatch(path, path, before, after.toString("utf8"), undefined, undefined, { context: 3 });
   // Drop the "Index"/"====" header lines; keep ---/+++ and the hunks.
   return patch
     .split("\n")
