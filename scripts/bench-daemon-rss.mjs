@@ -16,7 +16,12 @@ import { connect } from "mqtt";
 
 const FILES = 1000;
 // The daemon's Node flags: those of the systemd unit (driftless install), or BENCH_NODE_FLAGS.
-const DAEMON_FLAGS = (process.env.BENCH_NODE_FLAGS ?? "--max-semi-space-size=1").split(" ").filter(Boolean);
+const DAEMON_FLAGS = (
+  process.env.BENCH_NODE_FLAGS ??
+  "--max-semi-space-size=1 --optimize-for-size --no-opt --no-maglev --no-sparkplug --max-lazy"
+)
+  .split(" ")
+  .filter(Boolean);
 const { values } = parseArgs({ options: { binary: { type: "string" } } });
 /** The program and its first arguments: the single binary, or Node with the bundle. */
 const AGENT = values.binary ? [path.resolve(values.binary)] : [process.execPath, ...DAEMON_FLAGS, "bin/driftless.js"];

@@ -24,9 +24,16 @@ import { arm64Sysroot, bullseyeTree, NODE_VERSION, nodePackage, sqliteAddon } fr
 import { agentBundleOptions, asciiOnly } from "./build-common.mjs";
 
 /** Bump when this script changes how a binary is made from the same inputs. */
-const RECIPE = 6;
+const RECIPE = 7;
 /** Node options built into the binary (as bin/driftless.js passes them): see docs/benchmarks.md. */
-const EXEC_ARGV = ["--max-semi-space-size=1"];
+const EXEC_ARGV = [
+  "--max-semi-space-size=1",
+  "--optimize-for-size",
+  "--no-opt",
+  "--no-maglev",
+  "--no-sparkplug",
+  "--max-lazy",
+];
 /** The asset name agent/src/state/sqlite.ts loads (SQLITE_ADDON_ASSET). */
 const ADDON_ASSET = "better_sqlite3.node";
 const ARCHES = ["x64", "arm64"];

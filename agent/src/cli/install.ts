@@ -147,6 +147,10 @@ export interface ThisProgram {
   execStart: string;
 }
 
+/** The Node options of bin/driftless.js's first line, for the unit (docs/benchmarks.md, "Memory notes"). */
+export const AGENT_NODE_OPTIONS =
+  "--max-semi-space-size=1 --optimize-for-size --no-opt --no-maglev --no-sparkplug --max-lazy";
+
 /** How systemd starts this very program. */
 export function thisProgram(machine: HostFs): ThisProgram {
   const binary = machine.realpath(process.execPath) ?? process.execPath;
@@ -154,7 +158,7 @@ export function thisProgram(machine: HostFs): ThisProgram {
   // argv[1] as typed (a relative path from the shell), made absolute.
   const typed = process.argv[1] ? path.resolve(process.argv[1]) : undefined;
   const script = (typed && machine.realpath(typed)) ?? typed;
-  return { execStart: `${process.execPath} --max-semi-space-size=1 ${script}` };
+  return { execStart: `${process.execPath} ${AGENT_NODE_OPTIONS} ${script}` };
 }
 
 function file(p: string, extra: Partial<DesiredFile>): DesiredFile {
