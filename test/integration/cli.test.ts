@@ -47,6 +47,30 @@ describe("the driftless CLI, run as an unprivileged user", () => {
     expect(runs[1].summary).toMatchObject({ resources: 5, changed: 4, failed: 0 });
   });
 
+  it("shows a first apply of 2,500 files in status --json with every change, as apply --json said", () => {
+    const root = tempDir();
+    handOver(root);
+    const files = Array.from(
+      { length: 2500 },
+      (_, i) => `  - { path: /etc/many/d${i % 25}/f-${i}.conf, content: "v${i}" }`,
+    );
+    const repo = makeRepo({
+      "fleet.yaml": fleet("  - match: {}\n    profiles: [many]\n"),
+      "many.yaml": profile("many", `files:\n${files.join("\n")}\n`),
+    });
+    const apply = driftless(["apply", "--source", repo, "--root", root, "--host", "h", "--json"]);
+    expect(apply.exitCode).toBe(2);
+    const applied = JSON.parse(apply.stdout).changes;
+    expect(applied).toHaveLength(2500);
+    expect(applied[0]).toMatchObject({ action: "create", outcome: "changed", diff: expect.any(String) });
+
+    const status = driftless(["status", "--state", path.join(root, "var/lib/driftless"), "--json"]);
+    expect(status.exitCode).toBe(0);
+    const [run] = JSON.parse(status.stdout).runs;
+    expect(run.changes).toEqual(applied);
+    expect(run.summary).toMatchObject({ resources: 2500, changed: 2500, failed: 0 });
+  });
+
   it("exits 1 and applies nothing when any profile is invalid, printing every error", () => {
     const root = tempDir();
     handOver(root);

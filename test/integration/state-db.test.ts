@@ -3,10 +3,23 @@ import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import * as path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { agentConfigSchema } from "../../agent/src/config/schema.js";
-import { MAX_STORED_DIFF_BYTES, type RunRecord, StateStore } from "../../agent/src/state/db.js";
+import { pendingReports } from "../../agent/src/report/outbox.js";
+import { runReportEntry } from "../../agent/src/report/payload.js";
+import { CHANGES_PER_ROW, MAX_STORED_DIFF_BYTES, type RunRecord, StateStore } from "../../agent/src/state/db.js";
 import { cleanupTemp, tempDir } from "../support/repo.js";
 
 afterAll(cleanupTemp);
+
+/** n changes like a first apply's: each file created, with its drift and its diff. */
+function manyChanges(n: number): Array<Record<string, unknown>> {
+  return Array.from({ length: n }, (_, i) => ({
+    resource: `file:/etc/app/file-${i}.conf`,
+    action: "create",
+    drift: [{ field: "content", desired: `sha256:${i}`, actual: null }],
+    diff: `+setting-${i} = ${i * 7}`,
+    outcome: "changed",
+  }));
+}
 
 function run(n: number, changes: unknown[] = []): RunRecord {
   // Start times set on purpose, one minute apart: the order never depends on the clock.
@@ -101,5 +114,75 @@ describe("the state database", () => {
     expect(agentConfigSchema.parse({ ...base, state: { keepRuns: 7 } }).state).toEqual({ keepRuns: 7 });
     expect(agentConfigSchema.safeParse({ ...base, state: { keepRuns: 0 } }).success).toBe(false);
     expect(() => StateStore.open(tempDir(), { keepRuns: 0 })).toThrow(/keepRuns/);
+  });
+
+  it("stores a run's many changes in pieces and reads them back whole, in order", () => {
+    const dir = tempDir();
+    const state = StateStore.open(dir, { keepRuns: 2 });
+    const changes = manyChanges(2500);
+    state.recordRun(run(1, changes));
+    expect(state.lastRuns(1)[0]?.changes).toEqual(changes);
+
+    const db = state.database;
+    const pieces = db.prepare("SELECT n, changes FROM run_changes WHERE run_id = 'run-1' ORDER BY n").all() as Array<{
+      n: number;
+      changes: string;
+    }>;
+    expect(pieces.map((p) => p.n)).toEqual([...Array(Math.ceil(2500 / CHANGES_PER_ROW)).keys()]);
+    expect(pieces.every((p) => (JSON.parse(p.changes) as unknown[]).length <= CHANGES_PER_ROW)).toBe(true);
+    expect(db.prepare("SELECT changes FROM runs WHERE id = 'run-1'").pluck().get()).toBe("[]");
+
+    // A pruned run's pieces go with it.
+    state.recordRun(run(2, manyChanges(3)));
+    state.recordRun(run(3));
+    expect(state.lastRuns(5).map((r) => [r.id, r.changes.length])).toEqual([
+      ["run-3", 0],
+      ["run-2", 3],
+    ]);
+    expect(db.prepare("SELECT DISTINCT run_id FROM run_changes").pluck().all()).toEqual(["run-2"]);
+    state.close();
+  });
+
+  it("writes the same report for a run of many changes as one built from the run read back", () => {
+    const dir = tempDir();
+    const state = StateStore.open(dir);
+    const recorded = run(1, manyChanges(2500));
+    state.recordRun(recorded, { outboxLimit: 10 });
+    const [row] = pendingReports(state.database, 0, 10);
+    const read = state.lastRuns(1)[0] as RunRecord;
+    expect(JSON.parse(row?.body ?? "null")).toEqual(runReportEntry(read).body);
+    expect(runReportEntry(read).body).toEqual(runReportEntry(recorded).body);
+    state.close();
+  });
+
+  it("reads a run recorded by the previous schema, read-only and after migrating", () => {
+    const dir = tempDir();
+    const fresh = StateStore.open(dir);
+    const version = fresh.schemaVersion;
+    // The database as the previous agent left it: no run_changes, the changes in runs.changes.
+    fresh.database.exec("DROP TABLE run_changes");
+    fresh.database.pragma(`user_version = ${version - 1}`);
+    const old = run(1, manyChanges(300));
+    fresh.database
+      .prepare(
+        `INSERT INTO runs (id, started_at, ended_at, source, git_commit, mode, result, changes, errors, summary)
+         VALUES (?, ?, ?, ?, NULL, 'apply', 'changed', ?, '[]', '{"changed":300}')`,
+      )
+      .run(old.id, old.startedAt, old.endedAt, old.source, JSON.stringify(old.changes));
+    fresh.close();
+
+    const readonly = StateStore.open(dir, { readonly: true });
+    expect(readonly.schemaVersion).toBe(version - 1);
+    expect(readonly.lastRuns(5)[0]?.changes).toEqual(old.changes);
+    readonly.close();
+
+    const state = StateStore.open(dir);
+    expect(state.schemaVersion).toBe(version);
+    state.recordRun(run(2, manyChanges(260)));
+    const [newer, older] = state.lastRuns(5);
+    expect(newer?.changes).toEqual(manyChanges(260));
+    expect(older?.changes).toEqual(old.changes);
+    expect(older?.summary).toEqual({ changed: 300 });
+    state.close();
   });
 });

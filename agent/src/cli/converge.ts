@@ -305,7 +305,7 @@ async function report(verb: Verb, host: string, result: CycleResult, json: boole
       origin: result.source,
       profiles: outcome?.profiles ?? [],
       ...(outcome ? { desiredFrom: outcome.desiredFrom } : {}),
-      changes: outcome?.plan ? changesForReport(outcome.plan, outcome.results) : [],
+      changes: result.changes ?? (outcome?.plan ? changesForReport(outcome.plan, outcome.results) : []),
       drift: outcome?.plan ? driftReport(outcome.plan) : [],
       problems: outcome?.plan ? Object.fromEntries(outcome.plan.problems) : {},
       errors: [...cycleErrors, ...(outcome?.errors ?? [])].map((e) => e.toJSON()),

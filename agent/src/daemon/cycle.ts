@@ -74,6 +74,11 @@ export interface CycleResult {
   errors: DriftlessError[];
   /** The run stopped before its cycle (a trusted-keys file missing, ...). */
   notStarted?: true;
+  /**
+   * The changes as the run record holds them (engine/run.ts changesForReport), when the run was
+   * recorded: the JSON output takes these rather than building thousands of objects again.
+   */
+  changes?: unknown[];
 }
 
 export async function runCycle(deps: CycleDeps, options: CycleOptions): Promise<CycleResult> {
@@ -253,15 +258,15 @@ function record(
   // A refused or invalid new commit: the host converged from the last good one, but it is not
   // where the repository says it should be. That is a failure, whatever else the run did.
   const refused = errors.some((e) => e.code === "EREFUSED" || e.code === "EINVALID_COMMIT");
-  if (options.write) {
-    deps.state?.recordRun(
-      toRunRecord(outcome, mode, commit, {
-        source,
-        errors,
-        ...(refused && outcome.exitCode !== 1 ? { result: "failed" } : {}),
-      }),
-      reportingOf(deps.config, deps.facts, outcome),
-    );
+  let changes: unknown[] | undefined;
+  if (options.write && deps.state) {
+    const run = toRunRecord(outcome, mode, commit, {
+      source,
+      errors,
+      ...(refused && outcome.exitCode !== 1 ? { result: "failed" } : {}),
+    });
+    deps.state.recordRun(run, reportingOf(deps.config, deps.facts, outcome));
+    changes = run.changes;
   }
   const counts = outcome.results.reduce<Record<string, number>>((acc, r) => {
     acc[r.outcome] = (acc[r.outcome] ?? 0) + 1;
@@ -278,7 +283,7 @@ function record(
     durationMs: outcome.endedAt.getTime() - outcome.startedAt.getTime(),
   });
   const exitCode = outcome.exitCode === 1 ? 1 : refused ? 4 : outcome.exitCode;
-  return { exitCode, outcome, commit, source, errors: [...errors, ...outcome.errors] };
+  return { exitCode, outcome, commit, source, errors: [...errors, ...outcome.errors], ...(changes ? { changes } : {}) };
 }
 
 function recordNoRun(deps: CycleDeps, source: string, errors: DriftlessError[], result = "error"): void {

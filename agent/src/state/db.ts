@@ -76,7 +76,18 @@ const MIGRATIONS: string[] = [
      seq INTEGER PRIMARY KEY,
      resource TEXT NOT NULL
    );`,
+  // A run's changes in pieces of CHANGES_PER_ROW (recordRun): thousands of changes are never one
+  // string. Runs recorded before this migration keep theirs in runs.changes, which reads still take.
+  `CREATE TABLE run_changes (
+     run_id TEXT NOT NULL,
+     n INTEGER NOT NULL,
+     changes TEXT NOT NULL,
+     PRIMARY KEY (run_id, n)
+   );`,
 ];
+
+/** The first schema version with the run_changes table. */
+const RUN_CHANGES_VERSION = 5;
 
 /** What a recorded run tells the control plane (report/outbox.ts): only with a broker configured. */
 export interface RunReporting extends ReportExtras {
@@ -118,6 +129,11 @@ export interface CompiledRow {
 export const DEFAULT_KEEP_RUNS = 100;
 /** A change's diff longer than this (UTF-8 bytes) is stored as its hash and size. */
 export const MAX_STORED_DIFF_BYTES = 64 * 1024;
+/**
+ * Changes stored per row of run_changes: a piece's JSON stays around 100 KB (a few hundred bytes a
+ * change), so recording 10,000 changes never holds them all as one string, nor SQLite one row.
+ */
+export const CHANGES_PER_ROW = 250;
 
 export interface StateStoreOptions {
   /** Open for reading only (plan, status): nothing is created, migrated or moved aside. */
@@ -252,24 +268,37 @@ export class StateStore {
   /**
    * Records a run and, in the same transaction, deletes all but the newest `keepRuns` runs. A
    * change's diff over MAX_STORED_DIFF_BYTES, or one that is not text, is stored as
-   * `diffOmitted: { sha256, bytes }` instead.
+   * `diffOmitted: { sha256, bytes }` instead. The changes go to run_changes, CHANGES_PER_ROW to a
+   * row, one piece built at a time; runs.changes holds an empty list.
    */
   recordRun(run: RunRecord, reporting?: RunReporting): void {
     const insert = this.#db.prepare(
       `INSERT INTO runs (id, started_at, ended_at, source, git_commit, mode, result, changes, errors, summary)
-       VALUES (@id, @startedAt, @endedAt, @source, @commit, @mode, @result, @changes, @errors, @summary)`,
+       VALUES (@id, @startedAt, @endedAt, @source, @commit, @mode, @result, '[]', @errors, @summary)`,
     );
+    const insertChanges = this.#db.prepare("INSERT INTO run_changes (run_id, n, changes) VALUES (?, ?, ?)");
     const prune = this.#db.prepare(
       `DELETE FROM runs WHERE rowid NOT IN (SELECT rowid FROM runs ORDER BY started_at DESC, rowid DESC LIMIT ?)`,
     );
+    const pruneChanges = this.#db.prepare("DELETE FROM run_changes WHERE run_id NOT IN (SELECT id FROM runs)");
     this.#db.transaction(() => {
       insert.run({
-        ...run,
-        changes: JSON.stringify(run.changes.map(boundedChange)),
+        id: run.id,
+        startedAt: run.startedAt,
+        endedAt: run.endedAt,
+        source: run.source,
+        commit: run.commit,
+        mode: run.mode,
+        result: run.result,
         errors: JSON.stringify(run.errors),
         summary: JSON.stringify(run.summary),
       });
+      for (let n = 0; n * CHANGES_PER_ROW < run.changes.length; n++) {
+        const piece = run.changes.slice(n * CHANGES_PER_ROW, (n + 1) * CHANGES_PER_ROW);
+        insertChanges.run(run.id, n, JSON.stringify(piece.map(boundedChange)));
+      }
       prune.run(this.#keepRuns);
+      pruneChanges.run();
       if (reporting) this.#report(run, reporting);
     })();
   }
@@ -319,6 +348,18 @@ export class StateStore {
     const rows = this.#db
       .prepare("SELECT * FROM runs ORDER BY started_at DESC, rowid DESC LIMIT ?")
       .all(limit) as Array<Record<string, string>>;
+    // Read-only (status), a database of an older agent is not migrated: it has no run_changes.
+    const pieces =
+      this.schemaVersion >= RUN_CHANGES_VERSION
+        ? this.#db.prepare("SELECT changes FROM run_changes WHERE run_id = ? ORDER BY n").pluck()
+        : undefined;
+    const changesOf = (row: Record<string, string>): unknown[] => {
+      const changes = JSON.parse(row.changes as string) as unknown[];
+      for (const piece of (pieces?.iterate(row.id) ?? []) as Iterable<string>) {
+        for (const change of JSON.parse(piece) as unknown[]) changes.push(change);
+      }
+      return changes;
+    };
     return rows.map((row) => ({
       id: row.id as string,
       startedAt: row.started_at as string,
@@ -327,7 +368,7 @@ export class StateStore {
       commit: (row.git_commit as string | null) ?? null,
       mode: row.mode as RunRecord["mode"],
       result: row.result as string,
-      changes: JSON.parse(row.changes as string),
+      changes: changesOf(row),
       errors: JSON.parse(row.errors as string),
       summary: JSON.parse(row.summary as string),
     }));
