@@ -157,6 +157,27 @@ describe("a dashboard session", () => {
     expect(page.body).toMatch(/<form method="post" action="\/login">/);
   });
 
+  it("ends a session's event stream at logout: what the fleet does next is not sent to it", async () => {
+    const session = await signIn();
+    const stream = await openSse(`${serve.url}/api/v1/events`, { cookie: session });
+    try {
+      expect(stream.status).toBe(200);
+      expect((await stream.next()).event).toBe("hello");
+      await serve.report("web-01", 3, { commit: "eee555", sync: "in-sync" });
+      expect((await stream.next()).event).toBe("fleet"); // signed in: it is told
+
+      const out = await fetch(`${serve.url}/logout`, {
+        method: "POST",
+        headers: { cookie: session, "x-driftless-request": "1" },
+      });
+      expect(out.status).toBe(204);
+      await serve.report("web-01", 4, { commit: "eee555", sync: "drifted" });
+      await expect(stream.next()).rejects.toThrow(/the stream ended/);
+    } finally {
+      stream.close();
+    }
+  });
+
   it("gets the built dashboard with a strict policy; its files only with a session", async () => {
     const session = await signIn();
     const page = await get("/", { cookie: session });

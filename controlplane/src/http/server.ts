@@ -102,7 +102,8 @@ export function createHttpServer(input: Omit<HttpDeps, "newId"> & { newId?: () =
       methods: {
         GET: async (r) => {
           if (!deps.events) throw new HttpError(404, "no event stream here");
-          streamEvents(r.req, r.res, deps.events, deps.sse ?? DEFAULT_SSE);
+          // Asked again before each write: a stream of a session that ended is closed.
+          streamEvents(r.req, r.res, deps.events, deps.sse ?? DEFAULT_SSE, () => apiAllowed(r.req));
         },
       },
     },

@@ -4,6 +4,9 @@
  * reporting thousands of runs a minute costs a dashboard a few messages a second. A comment line
  * every `keepAliveMs` keeps proxies from closing an idle stream. The browser's EventSource
  * reconnects by itself (after `retry` ms) when the stream ends.
+ *
+ * Before each write the stream asks `allowed()`: a dashboard session that ended (logout, expiry)
+ * gets nothing more, and its stream is closed (the page then finds itself signed out).
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
 import type { FleetEventKind, FleetEvents } from "../events/events.js";
@@ -32,6 +35,7 @@ export function streamEvents(
   res: ServerResponse,
   events: FleetEvents,
   options: SseOptions = DEFAULT_SSE,
+  allowed: () => boolean = () => true,
 ): void {
   res.writeHead(200, {
     "content-type": "text/event-stream; charset=utf-8",
@@ -45,8 +49,23 @@ export function streamEvents(
   const hosts = new Set<string>();
   let more = false;
   let timer: NodeJS.Timeout | null = null;
+  let stop = () => {};
+  /** False (and the stream ended) when the session behind it is gone. */
+  const still = () => {
+    let yes = false;
+    try {
+      yes = allowed();
+    } catch {
+      // A check that fails closes the stream; it never takes the process down from a timer.
+    }
+    if (yes) return true;
+    stop();
+    res.end();
+    return false;
+  };
   const flush = () => {
     timer = null;
+    if (!still()) return;
     const message: FleetMessage = { kinds: [...kinds], hosts: [...hosts], more };
     kinds.clear();
     hosts.clear();
@@ -61,9 +80,11 @@ export function streamEvents(
     }
     timer ??= setTimeout(flush, options.flushMs);
   });
-  const keepAlive = setInterval(() => res.write(": keep-alive\n\n"), options.keepAliveMs);
+  const keepAlive = setInterval(() => {
+    if (still()) res.write(": keep-alive\n\n");
+  }, options.keepAliveMs);
   keepAlive.unref();
-  const stop = () => {
+  stop = () => {
     unsubscribe();
     clearInterval(keepAlive);
     if (timer) clearTimeout(timer);
