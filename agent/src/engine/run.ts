@@ -22,7 +22,7 @@ import type { ActualPackage, ActualService, ActualState, Desired, DesiredFile } 
 import { type BuildIdentity, type CompiledCache, compiledCache, THIS_BUILD } from "../state/compiled.js";
 import type { RunRecord, StateStore } from "../state/db.js";
 import { applyPlan } from "./apply.js";
-import { orderResources } from "./graph.js";
+import { type Ordering, orderResources } from "./graph.js";
 import type { LoadedDesired, LoadResult } from "./load-desired.js";
 import { plan as makePlan } from "./plan.js";
 import type { Change, Plan, ResourceResult } from "./types.js";
@@ -135,15 +135,17 @@ export async function converge(ports: RunPorts, options: RunOptions): Promise<Ru
     desired = fromRepository(loaded);
     if (keep && loaded.cacheable) toKeep = loaded;
   }
-  let ordering: ReturnType<typeof orderResources>;
-  try {
-    ordering = orderResources(desired.resources);
-  } catch (error) {
-    return invalid(
-      [await withDeclaredPosition(ports, options, desired.resources, error as DriftlessError)],
-      desired.profiles,
-    );
-  }
+  /** The resources in order, or the run that could not start (a cycle, located where it was declared). */
+  const order = async (d: DesiredState): Promise<Ordering | RunOutcome> => {
+    try {
+      return orderResources(d.resources);
+    } catch (error) {
+      return invalid([await withDeclaredPosition(ports, options, d.resources, error as DriftlessError)], d.profiles);
+    }
+  };
+  const ordered = await order(desired);
+  if ("exitCode" in ordered) return ordered;
+  let ordering = ordered;
   lap("load");
   // Kept once the run is done with the host: its encoding's garbage does not add to the apply's.
   const keep = () => {
@@ -157,7 +159,7 @@ export async function converge(ports: RunPorts, options: RunOptions): Promise<Ru
   };
 
   let read = await readActual(ports, options, desired.resources, lap);
-  const planFrom = async (o: typeof ordering, r: ActualRead) =>
+  const planFrom = async (o: Ordering, r: ActualRead) =>
     makePlan({
       ordering: o,
       actual: r.actual,
@@ -174,14 +176,9 @@ export async function converge(ports: RunPorts, options: RunOptions): Promise<Ru
     const loaded = await loadFromRepository(ports, options, false);
     if ("errors" in loaded) return invalid(loaded.errors, loaded.profiles);
     const reloaded = fromRepository(loaded);
-    try {
-      ordering = orderResources(reloaded.resources);
-    } catch (error) {
-      return invalid(
-        [await withDeclaredPosition(ports, options, reloaded.resources, error as DriftlessError)],
-        reloaded.profiles,
-      );
-    }
+    const reordered = await order(reloaded);
+    if ("exitCode" in reordered) return reordered;
+    ordering = reordered;
     const same = sameResources(desired.resources, reloaded.resources);
     desired = reloaded;
     lap("reload");

@@ -49,7 +49,6 @@ export function streamEvents(
   const hosts = new Set<string>();
   let more = false;
   let timer: NodeJS.Timeout | null = null;
-  let stop = () => {};
   /** False (and the stream ended) when the session behind it is gone. */
   const still = () => {
     let yes = false;
@@ -84,11 +83,11 @@ export function streamEvents(
     if (still()) res.write(": keep-alive\n\n");
   }, options.keepAliveMs);
   keepAlive.unref();
-  stop = () => {
+  function stop() {
     unsubscribe();
     clearInterval(keepAlive);
     if (timer) clearTimeout(timer);
-  };
+  }
   req.once("close", stop);
   res.once("close", stop);
 }
