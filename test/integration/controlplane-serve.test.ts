@@ -62,6 +62,15 @@ describe("driftlessctl", () => {
     });
     expect(ctl(["serve", "--database", "mysql://x/y", "--data", dir]).stderr).toMatch(/expected sqlite:PATH, postgres/);
     expect(ctl(["hosts", "add", "bad/name", "--data", dir])).toMatchObject({ exitCode: 1 });
+    // Replica flags: only with an external broker, and a name fit for a client id; nothing starts.
+    expect(ctl(["serve", "--replica-id", "a", "--data", dir])).toMatchObject({
+      exitCode: 1,
+      stderr: expect.stringContaining("--shared and --replica-id need --broker"),
+    });
+    expect(ctl(["serve", "--broker", "mqtt://127.0.0.1:1", "--replica-id", "a/#", "--data", dir])).toMatchObject({
+      exitCode: 1,
+      stderr: expect.stringContaining("--replica-id a/#: expected 1 to 41 letters"),
+    });
   });
 
   it("prints the protocol's JSON Schema, the one kept in docs/protocol.schema.json", () => {
