@@ -13,10 +13,20 @@
 // nothing changed bundles the agent, finds the binaries in the cache and copies them into dist/.
 // --json prints one line per binary: {program, arch, binary, sysroot, glibc, glibcxx, cached}.
 import { execFileSync, spawnSync } from "node:child_process";
-import { chmodSync, copyFileSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import {
+  chmodSync,
+  copyFileSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import * as path from "node:path";
 import { parseArgs } from "node:util";
-import { build } from "esbuild";
+import { build, transform } from "esbuild";
 import { cachedDir, cacheRoot, hashOf, prune } from "./binary/cache.mjs";
 import { ctlBinary, ctlBundle } from "./binary/ctl.mjs";
 import { glibcFloor, injectBlob, nodeCommand, seaBlob } from "./binary/sea.mjs";
@@ -24,7 +34,7 @@ import { arm64Sysroot, bullseyeTree, NODE_VERSION, nodePackage, sqliteAddon } fr
 import { agentBundleOptions, asciiOnly } from "./build-common.mjs";
 
 /** Bump when this script changes how a binary is made from the same inputs. */
-const RECIPE = 8;
+const RECIPE = 9;
 /** Node options built into the binary: bin/driftless.js's, and two for Node 24 (docs/benchmarks.md, "Memory notes"). */
 const EXEC_ARGV = [
   "--max-semi-space-size=1",
@@ -81,9 +91,12 @@ if (!process.env.DRIFTLESS_BUILD_LOCKED) {
 
 /** The binary's main script and its two programs (agent/src/sea-main.ts), in the bundle cache. */
 const PROGRAMS = {
-  /** The long-lived `driftless agent`: what supervise() needs, nothing of the runs. */
+  /** The long-lived `driftless agent`: what supervise() needs, nothing of the runs. One asset. */
   supervisor: { entry: "agent/src/daemon/supervisor-main.ts", asset: "supervisor.js", warmUp: [["agent", "--help"]] },
-  /** Everything else, and every run. Its code cache is made after loading every command's modules. */
+  /**
+   * Everything else, and every run: `driftless.js` and its chunks. Its code caches are made after
+   * loading every command's modules.
+   */
   full: {
     entry: "agent/src/main.ts",
     asset: "driftless.js",
@@ -113,41 +126,77 @@ function binaryOptions() {
   };
 }
 
-/**
- * A program asset: `entry` bundled, wrapped as the function expression agent/src/sea-main.ts calls
- * (no string is concatenated at run time). Returns its text and the modules in it.
- */
-async function program(entry) {
+/** A program's code as the function expression agent/src/sea-main.ts calls (no string is concatenated at run time). */
+const WRAPPER = {
+  banner:
+    '(function (exports, require, module, __filename, __dirname) {var __driftlessModuleUrl = require("node:url").pathToFileURL(__filename).href;',
+  footer: "\n})",
+};
+
+/** A program of one asset: `entry` bundled and wrapped. Returns its files by asset name and the modules in it. */
+async function program(entry, asset) {
   const result = await build({
     ...binaryOptions(),
     entryPoints: [entry],
-    outfile: "program.js",
+    outfile: asset,
     metafile: true,
-    banner: {
-      js: '(function (exports, require, module, __filename, __dirname) {var __driftlessModuleUrl = require("node:url").pathToFileURL(__filename).href;',
-    },
-    footer: { js: "\n})" },
+    banner: { js: WRAPPER.banner },
+    footer: { js: WRAPPER.footer },
   });
   // The modules with code in the output (metafile.inputs also lists those tree-shaken away).
   const inputs = Object.values(result.metafile.outputs)[0].inputs;
   const modules = Object.keys(inputs).filter((module) => inputs[module].bytesInOutput > 0);
-  return { text: asciiOnly(result.outputFiles[0].text, entry), modules };
+  return { files: { [asset]: asciiOnly(result.outputFiles[0].text, entry) }, modules };
 }
 
-/** The dispatcher and the two programs, in the bundle cache (keyed by their bytes). */
+/**
+ * A program in chunks, as the npm package is built: `entry` bundled as ES modules with code
+ * splitting (the entry as `asset`, chunks as `c-<hash>.js`), each turned into CommonJS (an
+ * import of another chunk becomes `require("./c-<hash>.js")`, an `import()` a require on first
+ * use) and wrapped. Returns its files by asset name.
+ */
+async function chunkedProgram(entry, asset) {
+  const result = await build({
+    ...binaryOptions(),
+    format: "esm",
+    splitting: true,
+    entryPoints: { [path.basename(asset, ".js")]: entry },
+    outdir: "program",
+    chunkNames: "c-[hash]",
+  });
+  const files = {};
+  for (const output of result.outputFiles) {
+    const name = path.basename(output.path);
+    const cjs = await transform(output.text, {
+      format: "cjs",
+      platform: "node",
+      target: "node24",
+      supported: { "dynamic-import": false }, // import("./c-….js") becomes a require when called
+      minify: true,
+    });
+    files[name] = asciiOnly(`${WRAPPER.banner}${cjs.code}${WRAPPER.footer}`, name);
+  }
+  if (!files[asset]) fail(`the chunked build of ${entry} made no ${asset}`);
+  return files;
+}
+
+/** The dispatcher and the two programs (a folder each), in the bundle cache (keyed by their bytes). */
 async function bundle() {
   const dispatcher = await build({ ...binaryOptions(), entryPoints: ["agent/src/sea-main.ts"], outfile: DISPATCHER });
-  const supervisor = await program(PROGRAMS.supervisor.entry);
+  const supervisor = await program(PROGRAMS.supervisor.entry, PROGRAMS.supervisor.asset);
   const strays = NOT_IN_SUPERVISOR.filter((module) => supervisor.modules.includes(module));
   if (strays.length > 0) fail(`the supervisor program holds ${strays.join(", ")}: keep the run's code out of it`);
-  const full = await program(PROGRAMS.full.entry);
-  const files = {
-    [DISPATCHER]: asciiOnly(dispatcher.outputFiles[0].text, DISPATCHER),
-    [PROGRAMS.supervisor.asset]: supervisor.text,
-    [PROGRAMS.full.asset]: full.text,
+  const programs = {
+    supervisor: supervisor.files,
+    full: await chunkedProgram(PROGRAMS.full.entry, PROGRAMS.full.asset),
   };
+  const files = { [DISPATCHER]: asciiOnly(dispatcher.outputFiles[0].text, DISPATCHER) };
+  for (const [name, assets] of Object.entries(programs)) {
+    for (const [asset, text] of Object.entries(assets)) files[`${name}/${asset}`] = text;
+  }
   const hash = hashOf(files);
   const { dir } = await cachedDir("bundle", hash, (temp) => {
+    for (const name of Object.keys(programs)) mkdirSync(path.join(temp, name));
     for (const [name, text] of Object.entries(files)) writeFileSync(path.join(temp, name), text);
   });
   return { dir, hash };
@@ -170,19 +219,23 @@ async function seaBinary(arch, agent, tree) {
     // of the parser's memory in the daemon's malloc heap (docs/benchmarks.md).
     const [command, ...args] = nodeCommand(arch, node, tree);
     const assets = {};
-    for (const { asset, warmUp } of Object.values(PROGRAMS)) {
-      const source = path.join(agent.dir, asset);
-      const cache = path.join(temp, `${asset}.cache`);
+    for (const [name, { asset, warmUp }] of Object.entries(PROGRAMS)) {
+      const dir = path.join(agent.dir, name);
+      const caches = path.join(temp, `${name}-caches`);
+      mkdirSync(caches);
       const warm = warmUp.map((argv) => JSON.stringify(argv));
+      const dispatcher = path.join(agent.dir, DISPATCHER);
       execFileSync(
         command,
-        [...args, ...EXEC_ARGV, path.resolve("scripts/binary/code-cache.cjs"), source, cache, ...warm],
+        [...args, ...EXEC_ARGV, path.resolve("scripts/binary/code-cache.cjs"), dispatcher, dir, asset, caches, ...warm],
         {
           stdio: ["ignore", "ignore", "pipe"],
           env: { ...process.env, NO_COLOR: "1" },
         },
       );
-      Object.assign(assets, { [asset]: source, [`${asset}.cache`]: cache });
+      for (const file of readdirSync(dir)) {
+        Object.assign(assets, { [file]: path.join(dir, file), [`${file}.cache`]: path.join(caches, `${file}.cache`) });
+      }
     }
     writeFileSync(
       config,
@@ -204,7 +257,7 @@ async function seaBinary(arch, agent, tree) {
     const binary = path.join(temp, `driftless-linux-${arch}`);
     injectBlob(arch, node, tree, blob, binary);
     rmSync(blob);
-    for (const { asset } of Object.values(PROGRAMS)) rmSync(path.join(temp, `${asset}.cache`));
+    for (const name of Object.keys(PROGRAMS)) rmSync(path.join(temp, `${name}-caches`), { recursive: true });
     writeFileSync(path.join(temp, "versions.json"), `${JSON.stringify(glibcFloor([binary, addon]))}\n`);
   }).then(({ dir, hit }) => ({ binary: path.join(dir, `driftless-linux-${arch}`), dir, hit }));
 }

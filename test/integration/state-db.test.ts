@@ -5,7 +5,13 @@ import { afterAll, describe, expect, it } from "vitest";
 import { agentConfigSchema } from "../../agent/src/config/schema.js";
 import { pendingReports } from "../../agent/src/report/outbox.js";
 import { runReportEntry } from "../../agent/src/report/payload.js";
-import { CHANGES_PER_ROW, MAX_STORED_DIFF_BYTES, type RunRecord, StateStore } from "../../agent/src/state/db.js";
+import {
+  CHANGES_PER_ROW,
+  MAX_STORED_DIFF_BYTES,
+  RUN_CHANGES_VERSION,
+  type RunRecord,
+  StateStore,
+} from "../../agent/src/state/db.js";
 import { cleanupTemp, tempDir } from "../support/repo.js";
 
 afterAll(cleanupTemp);
@@ -155,13 +161,13 @@ describe("the state database", () => {
     state.close();
   });
 
-  it("reads a run recorded by the previous schema, read-only and after migrating", () => {
+  it("reads a run recorded by the schema before run_changes, read-only and after migrating", () => {
     const dir = tempDir();
     const fresh = StateStore.open(dir);
     const version = fresh.schemaVersion;
-    // The database as the previous agent left it: no run_changes, the changes in runs.changes.
-    fresh.database.exec("DROP TABLE run_changes");
-    fresh.database.pragma(`user_version = ${version - 1}`);
+    // The database as the agent before run_changes left it: the changes in runs.changes.
+    fresh.database.exec("DROP TABLE run_changes; DROP TABLE package_read");
+    fresh.database.pragma(`user_version = ${RUN_CHANGES_VERSION - 1}`);
     const old = run(1, manyChanges(300));
     fresh.database
       .prepare(
@@ -172,7 +178,7 @@ describe("the state database", () => {
     fresh.close();
 
     const readonly = StateStore.open(dir, { readonly: true });
-    expect(readonly.schemaVersion).toBe(version - 1);
+    expect(readonly.schemaVersion).toBe(RUN_CHANGES_VERSION - 1);
     expect(readonly.lastRuns(5)[0]?.changes).toEqual(old.changes);
     readonly.close();
 

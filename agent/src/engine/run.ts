@@ -15,8 +15,8 @@ import type { HostFs } from "../host/fs.js";
 import type { Runner } from "../host/runner.js";
 import { readAccounts } from "../resources/file/accounts.js";
 import { loadTextPatch, needsTextPatch } from "../resources/file/plan.js";
-import { type FileRecord, readFiles, recordAfterWrite } from "../resources/file/read.js";
-import type { PackageManager, PackageManagerContext } from "../resources/package/manager.js";
+import { type FileRecord, RACY_NS, readFiles, recordAfterWrite } from "../resources/file/read.js";
+import type { PackageManager, PackageManagerContext, PackageQuery } from "../resources/package/manager.js";
 import type { ServiceManager, ServiceManagerContext } from "../resources/service/manager.js";
 import type { ActualPackage, ActualService, ActualState, Desired, DesiredFile } from "../resources/types.js";
 import { type BuildIdentity, type CompiledCache, compiledCache, THIS_BUILD } from "../state/compiled.js";
@@ -236,6 +236,9 @@ export async function converge(ports: RunPorts, options: RunOptions): Promise<Ru
     else forget.push(file.id);
   }
   options.state?.saveFileRecords(records, forget);
+  const { packageRead } = read;
+  if (packageRead)
+    options.state?.savePackageRead(packageRead.key, packageRead.atNs, JSON.stringify([...packageRead.packages]));
   keep();
 
   const failed = applied.results.some((r) => r.outcome === "failed");
@@ -307,6 +310,29 @@ function sameResources(a: Desired[], b: Desired[]): boolean {
   );
 }
 
+/**
+ * The installed packages as the last run read them, while the package database has not changed
+ * since (its stamp, taken before that read, is the same and was taken more than RACY_NS after
+ * the database's last change): a no-op run then starts no package manager at all. Never for a
+ * query that reads candidates (`latest`: the index changes without the database), nor when a
+ * package is missing and the index is to be refreshed (the query refreshes it for the install).
+ * Else `key`: what to store the query's answer under, when the database can be stamped.
+ */
+function storedPackages(
+  manager: PackageManager,
+  query: PackageQuery,
+  state: StateStore | null,
+): { packages?: Map<string, ActualPackage>; key?: string } {
+  const stamp = state && query.candidates.length === 0 ? (manager.databaseStamp?.() ?? null) : null;
+  if (!state || !stamp) return {};
+  const key = JSON.stringify({ manager: manager.name, names: query.names, stamp: stamp.id });
+  const stored = state.packageRead(key);
+  if (!stored || stamp.changedAtNs >= stored.recordedAtNs - RACY_NS) return { key };
+  const packages = new Map(JSON.parse(stored.packages) as [string, ActualPackage][]);
+  if (query.refreshIndex && [...packages.values()].some((p) => !p.installed)) return { key };
+  return { packages };
+}
+
 function fileResources(resources: Desired[]): DesiredFile[] {
   return resources.filter((r): r is DesiredFile => r.kind === "file");
 }
@@ -316,6 +342,8 @@ interface ActualRead {
   readProblems: Map<string, string>;
   /** New records of the files whose content was read. */
   fileRecords: Map<string, FileRecord>;
+  /** A package read to store for the next run (storedPackages). */
+  packageRead?: { key: string; atNs: bigint; packages: Map<string, ActualPackage> } | undefined;
   packageManager: PackageManager | null;
   serviceManager: ServiceManager | null;
 }
@@ -343,18 +371,25 @@ async function readActual(
 
   const packages = resources.filter((r) => r.kind === "package");
   let packageManager: PackageManager | null = null;
+  let packageRead: ActualRead["packageRead"];
   if (packages.length) {
     packageManager = ports.packageManager({ fs: ports.hostFs, runner: ports.runner });
     if (!packageManager) {
       for (const p of packages) readProblems.set(p.id, "no supported package manager (apt/dpkg) on this host");
     } else {
       try {
-        actual.packages = await packageManager.query({
+        const query: PackageQuery = {
           names: packages.map((p) => p.name),
           candidates: packages.filter((p) => p.state === "latest").map((p) => p.name),
           refreshIndex: options.refreshPackages ?? false,
           ...(options.signal ? { signal: options.signal } : {}),
-        });
+        };
+        const stored = storedPackages(packageManager, query, options.state);
+        if (stored.packages) actual.packages = stored.packages;
+        else {
+          actual.packages = await packageManager.query(query);
+          if (stored.key) packageRead = { key: stored.key, atNs: nowNs, packages: actual.packages };
+        }
       } catch (error) {
         for (const p of packages) readProblems.set(p.id, `cannot read package state: ${errorMessage(error)}`);
       }
@@ -377,7 +412,7 @@ async function readActual(
     }
   }
   lap("readServices");
-  return { actual, readProblems, fileRecords: fileRead.records, packageManager, serviceManager };
+  return { actual, readProblems, fileRecords: fileRead.records, packageRead, packageManager, serviceManager };
 }
 
 /** The run as stored in the state database and reported to the control plane. */

@@ -10,6 +10,7 @@
  */
 import { constants } from "node:os";
 import { DriftlessError } from "../errors.js";
+import { systemClock } from "./clock.js";
 
 export interface CommandResult {
   exitCode: number;
@@ -189,8 +190,8 @@ function killGroup(pid: number, signal: NodeJS.Signals | 0): boolean {
  * grace period). Gives up a second after the SIGKILL: a zombie that no init reaps stays "alive".
  */
 async function waitGroupGone(pid: number): Promise<void> {
-  const start = performance.now();
-  while (killGroup(pid, 0) && performance.now() - start < KILL_GRACE_MS + 1000) {
+  const start = systemClock.monotonic();
+  while (killGroup(pid, 0) && systemClock.monotonic() - start < KILL_GRACE_MS + 1000) {
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
 }

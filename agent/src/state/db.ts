@@ -84,10 +84,17 @@ const MIGRATIONS: string[] = [
      changes TEXT NOT NULL,
      PRIMARY KEY (run_id, n)
    );`,
+  // The last read of installed packages (engine/run.ts, storedPackages): one entry, replaced on write.
+  `CREATE TABLE package_read (
+     slot INTEGER PRIMARY KEY CHECK (slot = 1),
+     read_key TEXT NOT NULL,
+     recorded_at_ns TEXT NOT NULL,
+     packages TEXT NOT NULL
+   );`,
 ];
 
 /** The first schema version with the run_changes table. */
-const RUN_CHANGES_VERSION = 5;
+export const RUN_CHANGES_VERSION = 5;
 
 /** What a recorded run tells the control plane (report/outbox.ts): only with a broker configured. */
 export interface RunReporting extends ReportExtras {
@@ -216,6 +223,26 @@ export class StateStore {
         upsert.run(resource, r.fingerprint, r.contentHash, r.recordedAtNs.toString());
       for (const resource of forget) remove.run(resource);
     })();
+  }
+
+  /** The package read stored under `key` (JSON of [name, ActualPackage] pairs), or null. */
+  packageRead(key: string): { recordedAtNs: bigint; packages: string } | null {
+    const row = this.#db
+      .prepare("SELECT recorded_at_ns, packages FROM package_read WHERE slot = 1 AND read_key = ?")
+      .raw()
+      .get(key) as [string, string] | undefined;
+    return row ? { recordedAtNs: BigInt(row[0]), packages: row[1] } : null;
+  }
+
+  /** Replaces the stored package read. */
+  savePackageRead(key: string, recordedAtNs: bigint, packages: string): void {
+    this.#db
+      .prepare(
+        `INSERT INTO package_read (slot, read_key, recorded_at_ns, packages) VALUES (1, ?, ?, ?)
+         ON CONFLICT(slot) DO UPDATE SET read_key = excluded.read_key, recorded_at_ns = excluded.recorded_at_ns,
+         packages = excluded.packages`,
+      )
+      .run(key, recordedAtNs.toString(), packages);
   }
 
   /** The compiled desired state stored under `key`, or null (none, or another key's). */

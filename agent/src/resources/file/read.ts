@@ -18,7 +18,8 @@ export interface FileRecord {
   recordedAtNs: bigint;
 }
 
-const RACY_NS = 2_000_000_000n;
+/** A fingerprint taken this close to the last change (or before it) is not trusted: the same tick may hide a second change. */
+export const RACY_NS = 2_000_000_000n;
 
 export function fingerprintOf(st: FileStat): string {
   return `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;

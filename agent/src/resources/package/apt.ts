@@ -21,7 +21,13 @@ import { DriftlessError } from "../../errors.js";
 import { HostFs } from "../../host/fs.js";
 import type { CommandResult, RunOptions } from "../../host/runner.js";
 import type { ActualPackage } from "../types.js";
-import type { PackageManager, PackageManagerContext, PackageOperation, PackageOutcome } from "./manager.js";
+import type {
+  PackageDatabaseStamp,
+  PackageManager,
+  PackageManagerContext,
+  PackageOperation,
+  PackageOutcome,
+} from "./manager.js";
 
 /** One line per package: name, architecture, `want eflag status`, version (dpkg expands \t and \n). */
 // biome-ignore lint/suspicious/noTemplateCurlyInString: dpkg-query's own field syntax
@@ -261,6 +267,19 @@ function isExecutable(fs: HostFs, file: string): boolean {
   }
 }
 
+/**
+ * dpkg's database as dpkg-query reads it: the `status` file (dpkg replaces it, by rename, on every
+ * change) and the `updates/` journal of changes not yet merged into it. Null when either is missing.
+ */
+export function dpkgStamp(fs: HostFs): PackageDatabaseStamp | null {
+  const status = fs.lstat("/var/lib/dpkg/status");
+  const updates = fs.lstat("/var/lib/dpkg/updates");
+  if (status?.type !== "file" || updates?.type !== "directory") return null;
+  const id = [status, updates].map((st) => `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`).join("|");
+  // biome-ignore lint/complexity/useMathMinMax: bigints (Math.max takes numbers)
+  return { id, changedAtNs: status.ctimeNs > updates.ctimeNs ? status.ctimeNs : updates.ctimeNs };
+}
+
 export function createAptManager(ctx: PackageManagerContext): PackageManager {
   const { fs, runner } = ctx;
 
@@ -317,6 +336,8 @@ export function createAptManager(ctx: PackageManagerContext): PackageManager {
 
   return {
     name: "apt",
+
+    databaseStamp: () => dpkgStamp(fs),
 
     async query(query) {
       const packages = await readDpkg(query.names, query.signal);

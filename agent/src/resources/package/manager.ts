@@ -26,9 +26,21 @@ export interface PackageOutcome {
   failed: Map<string, string>;
 }
 
+/** Who the package database is now: it changes whenever any package is installed, removed or changed. */
+export interface PackageDatabaseStamp {
+  id: string;
+  /** The newest change time (ctime, ns) among the files `id` describes. */
+  changedAtNs: bigint;
+}
+
 export interface PackageManager {
   readonly name: string;
   query(query: PackageQuery): Promise<Map<string, ActualPackage>>;
+  /**
+   * The database's stamp, or null when it cannot be told: a query of installed packages
+   * (no candidates) answered under one stamp stands while the stamp is the same.
+   */
+  databaseStamp?(): PackageDatabaseStamp | null;
   /** Installs and removes in as few calls as possible (one `apt-get` call for apt). */
   apply(
     operation: PackageOperation,
