@@ -29,6 +29,9 @@ import { freePort } from "../support/ports.js";
 import { cleanupTemp, tempDir } from "../support/repo.js";
 import { AedesBroker } from "../support/reporting.js";
 
+/** What the binary says (DRIFTLESS_DEBUG) of a chunk of its full program taken with its code cache. */
+const CHUNK_ACCEPTED = /^driftless: c-[A-Z0-9]+\.js: code cache accepted$/;
+
 afterAll(cleanupTemp);
 
 /** Every file under `dir`, relative to it. */
@@ -64,7 +67,11 @@ for (const arch of ["x64", "arm64"] as const satisfies readonly Arch[]) {
       // V8 rejects (another Node, other flags) would cost each run its compile time, silently.
       const full = await bin.run(["plan", "--help"], { env: { DRIFTLESS_DEBUG: "1" } });
       expect(full.exitCode, full.stderr).toBe(0);
-      expect(full.stderr).toBe("driftless: driftless.js: code cache accepted\n");
+      // The entry first, then each chunk the command loads, every one from its code cache.
+      const lines = full.stderr.trim().split("\n");
+      expect(lines[0]).toBe("driftless: driftless.js: code cache accepted");
+      expect(lines.length).toBeGreaterThan(1);
+      for (const line of lines.slice(1)) expect(line).toMatch(CHUNK_ACCEPTED);
       const supervisor = await bin.run(["agent", "--help"], { env: { DRIFTLESS_DEBUG: "1" } });
       expect(supervisor.exitCode, supervisor.stderr).toBe(0);
       expect(supervisor.stderr).toBe("driftless: supervisor.js: code cache accepted\n");
@@ -160,10 +167,12 @@ for (const arch of ["x64", "arm64"] as const satisfies readonly Arch[]) {
           );
           expect(readFileSync(path.join(root, SMALL_PROFILE.motd), "utf8")).toContain("edge-2");
           // The daemon holds only the supervisor program; the run, a child, the full one.
-          expect(log.split("\n").filter((line) => line.startsWith("driftless: "))).toEqual([
+          const programs = log.split("\n").filter((line) => line.startsWith("driftless: "));
+          expect(programs.slice(0, 2)).toEqual([
             "driftless: supervisor.js: code cache accepted",
             "driftless: driftless.js: code cache accepted",
           ]);
+          for (const line of programs.slice(2)) expect(line).toMatch(CHUNK_ACCEPTED);
         } finally {
           agent.kill("SIGTERM");
           await exited;
