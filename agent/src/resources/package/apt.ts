@@ -2,7 +2,8 @@
  * The apt/dpkg package manager.
  *
  * Reading is one `dpkg-query` call for every package of the run (plus, for `state: latest`,
- * one `apt-get update` when asked and one `apt-cache policy` call). Applying is one
+ * one `apt-get update` when asked and one `apt-cache policy` call); while dpkg's database keeps
+ * its stamp (`dpkgStamp`), the engine reuses the last answer instead (engine/run.ts). Applying is one
  * `apt-get remove` call for every removal, then one `apt-get install --no-remove` call for every
  * install: an install never removes a package the profile did not name (a package that
  * conflicts with an installed one fails with apt's message instead). When a call fails, the
