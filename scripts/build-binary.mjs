@@ -1,7 +1,7 @@
 // `npm run build:binary`: the agent as one file per architecture, dist/driftless-linux-x64 and
 // dist/driftless-linux-arm64: Node single executable applications (Node NODE_VERSION from the npm
 // registry) carrying a small main script (agent/src/sea-main.ts), the agent as two CommonJS
-// programs with their V8 code caches (the daemon's supervisor; everything else), and
+// programs with their V8 code caches (the daemon's supervisor; everything else, in chunks), and
 // better-sqlite3's addon compiled in a Debian bullseye tree (glibc 2.31). The control plane too,
 // dist/driftlessctl-linux-x64 and -arm64, with the same Node and addon and the dashboard's files
 // (scripts/binary/ctl.mjs). See docs/install.md, "Building the binary".
@@ -120,7 +120,7 @@ function binaryOptions() {
     target: "node24",
     minify: true,
     keepNames: false,
-    // No code splitting: every import() is inlined. import.meta only in code for unbundled sources.
+    // One file per program unless chunkedProgram splits it. import.meta only in code for unbundled sources.
     define: { ...common.define, "import.meta.url": "__driftlessModuleUrl" },
     alias: { ws: path.resolve("scripts/binary/no-websocket.cjs") },
   };
@@ -219,12 +219,12 @@ async function seaBinary(arch, agent, tree) {
     // of the parser's memory in the daemon's malloc heap (docs/benchmarks.md).
     const [command, ...args] = nodeCommand(arch, node, tree);
     const assets = {};
+    const dispatcher = path.join(agent.dir, DISPATCHER);
     for (const [name, { asset, warmUp }] of Object.entries(PROGRAMS)) {
       const dir = path.join(agent.dir, name);
       const caches = path.join(temp, `${name}-caches`);
       mkdirSync(caches);
       const warm = warmUp.map((argv) => JSON.stringify(argv));
-      const dispatcher = path.join(agent.dir, DISPATCHER);
       execFileSync(
         command,
         [...args, ...EXEC_ARGV, path.resolve("scripts/binary/code-cache.cjs"), dispatcher, dir, asset, caches, ...warm],

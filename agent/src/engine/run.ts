@@ -11,11 +11,11 @@ import { randomUUID } from "node:crypto";
 import { DriftlessError, errorMessage, sortByLocation } from "../errors.js";
 import type { Facts } from "../facts/collect.js";
 import type { Clock } from "../host/clock.js";
-import type { HostFs } from "../host/fs.js";
+import { type HostFs, RACY_NS } from "../host/fs.js";
 import type { Runner } from "../host/runner.js";
 import { readAccounts } from "../resources/file/accounts.js";
 import { loadTextPatch, needsTextPatch } from "../resources/file/plan.js";
-import { type FileRecord, RACY_NS, readFiles, recordAfterWrite } from "../resources/file/read.js";
+import { type FileRecord, readFiles, recordAfterWrite } from "../resources/file/read.js";
 import type { PackageManager, PackageManagerContext, PackageQuery } from "../resources/package/manager.js";
 import type { ServiceManager, ServiceManagerContext } from "../resources/service/manager.js";
 import type { ActualPackage, ActualService, ActualState, Desired, DesiredFile } from "../resources/types.js";
@@ -237,8 +237,7 @@ export async function converge(ports: RunPorts, options: RunOptions): Promise<Ru
   }
   options.state?.saveFileRecords(records, forget);
   const { packageRead } = read;
-  if (packageRead)
-    options.state?.savePackageRead(packageRead.key, packageRead.atNs, JSON.stringify([...packageRead.packages]));
+  if (packageRead) options.state?.savePackageRead(packageRead.key, packageRead.atNs, packageRead.packages);
   keep();
 
   const failed = applied.results.some((r) => r.outcome === "failed");
@@ -328,9 +327,8 @@ function storedPackages(
   const key = JSON.stringify({ manager: manager.name, names: query.names, stamp: stamp.id });
   const stored = state.packageRead(key);
   if (!stored || stamp.changedAtNs >= stored.recordedAtNs - RACY_NS) return { key };
-  const packages = new Map(JSON.parse(stored.packages) as [string, ActualPackage][]);
-  if (query.refreshIndex && [...packages.values()].some((p) => !p.installed)) return { key };
-  return { packages };
+  if (query.refreshIndex && [...stored.packages.values()].some((p) => !p.installed)) return { key };
+  return { packages: stored.packages };
 }
 
 function fileResources(resources: Desired[]): DesiredFile[] {

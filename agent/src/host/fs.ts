@@ -61,6 +61,17 @@ export interface FileStat {
   ctimeNs: bigint;
 }
 
+/** Who a file is now: device, inode, size, mtime and ctime. Any write or replacement changes it. */
+export function fingerprintOf(st: FileStat): string {
+  return `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
+}
+
+/**
+ * A fingerprint taken this close to the file's last change (ctime), or before it, is not trusted:
+ * the same timestamp tick may hide a second change.
+ */
+export const RACY_NS = 2_000_000_000n;
+
 export interface WriteOptions {
   mode: number;
   uid?: number | undefined;

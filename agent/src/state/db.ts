@@ -20,6 +20,7 @@ import {
   syncOf,
 } from "../report/payload.js";
 import type { FileRecord } from "../resources/file/read.js";
+import type { ActualPackage } from "../resources/types.js";
 import { openSqlite } from "./sqlite.js";
 
 export interface RunRecord {
@@ -225,24 +226,25 @@ export class StateStore {
     })();
   }
 
-  /** The package read stored under `key` (JSON of [name, ActualPackage] pairs), or null. */
-  packageRead(key: string): { recordedAtNs: bigint; packages: string } | null {
+  /** The package read stored under `key`, or null (none, or another key's). */
+  packageRead(key: string): { recordedAtNs: bigint; packages: Map<string, ActualPackage> } | null {
     const row = this.#db
       .prepare("SELECT recorded_at_ns, packages FROM package_read WHERE slot = 1 AND read_key = ?")
       .raw()
       .get(key) as [string, string] | undefined;
-    return row ? { recordedAtNs: BigInt(row[0]), packages: row[1] } : null;
+    if (!row) return null;
+    return { recordedAtNs: BigInt(row[0]), packages: new Map(JSON.parse(row[1]) as [string, ActualPackage][]) };
   }
 
-  /** Replaces the stored package read. */
-  savePackageRead(key: string, recordedAtNs: bigint, packages: string): void {
+  /** Replaces the stored package read (stored as JSON of [name, package] pairs). */
+  savePackageRead(key: string, recordedAtNs: bigint, packages: Map<string, ActualPackage>): void {
     this.#db
       .prepare(
         `INSERT INTO package_read (slot, read_key, recorded_at_ns, packages) VALUES (1, ?, ?, ?)
          ON CONFLICT(slot) DO UPDATE SET read_key = excluded.read_key, recorded_at_ns = excluded.recorded_at_ns,
          packages = excluded.packages`,
       )
-      .run(key, recordedAtNs.toString(), packages);
+      .run(key, recordedAtNs.toString(), JSON.stringify([...packages]));
   }
 
   /** The compiled desired state stored under `key`, or null (none, or another key's). */

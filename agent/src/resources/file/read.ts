@@ -7,7 +7,7 @@
  * plan can show what changes.
  */
 import { createHash } from "node:crypto";
-import type { FileStat, HostFs } from "../../host/fs.js";
+import { type FileStat, fingerprintOf, type HostFs, RACY_NS } from "../../host/fs.js";
 import type { ActualFile, DesiredFile } from "../types.js";
 import { isText, MAX_DIFF_BYTES } from "./plan.js";
 
@@ -16,13 +16,6 @@ export interface FileRecord {
   contentHash: string;
   /** Wall clock time of the record, in nanoseconds since the epoch. */
   recordedAtNs: bigint;
-}
-
-/** A fingerprint taken this close to the last change (or before it) is not trusted: the same tick may hide a second change. */
-export const RACY_NS = 2_000_000_000n;
-
-export function fingerprintOf(st: FileStat): string {
-  return `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
 }
 
 /** True when a record can stand for reading the file again. */

@@ -19,7 +19,7 @@
  * apt-cache run through `chroot DIR`.
  */
 import { DriftlessError } from "../../errors.js";
-import { HostFs } from "../../host/fs.js";
+import { fingerprintOf, HostFs } from "../../host/fs.js";
 import type { CommandResult, RunOptions } from "../../host/runner.js";
 import type { ActualPackage } from "../types.js";
 import type {
@@ -276,7 +276,7 @@ export function dpkgStamp(fs: HostFs): PackageDatabaseStamp | null {
   const status = fs.lstat("/var/lib/dpkg/status");
   const updates = fs.lstat("/var/lib/dpkg/updates");
   if (status?.type !== "file" || updates?.type !== "directory") return null;
-  const id = [status, updates].map((st) => `${st.dev}:${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`).join("|");
+  const id = `${fingerprintOf(status)}|${fingerprintOf(updates)}`;
   // biome-ignore lint/complexity/useMathMinMax: bigints (Math.max takes numbers)
   return { id, changedAtNs: status.ctimeNs > updates.ctimeNs ? status.ctimeNs : updates.ctimeNs };
 }
