@@ -120,6 +120,18 @@ describe.skipIf(!dpkgQueryHere)("the stored package read (needs dpkg-query on th
     expect(h.queries).toHaveLength(2);
   });
 
+  it("reads again, and replaces the stored read, when the stored read cannot be parsed", async () => {
+    const h = host();
+    await convergeStored(h);
+    h.state.database.exec('UPDATE package_read SET packages = \'[["hello", {"installed": tru\'');
+    const again = await converge(h);
+    expect(again.status).toBe("in-sync");
+    expect(again.errors).toEqual([]);
+    expect(h.queries).toHaveLength(2);
+    await converge(h);
+    expect(h.queries).toHaveLength(2);
+  });
+
   it("never stores a read for `latest` (its candidate comes from the index, not dpkg's database)", async () => {
     const h = host();
     const latest = [pkg("hello", { state: "latest" })];

@@ -233,7 +233,11 @@ export class StateStore {
       .raw()
       .get(key) as [string, string] | undefined;
     if (!row) return null;
-    return { recordedAtNs: BigInt(row[0]), packages: new Map(JSON.parse(row[1]) as [string, ActualPackage][]) };
+    try {
+      return { recordedAtNs: BigInt(row[0]), packages: new Map(JSON.parse(row[1]) as [string, ActualPackage][]) };
+    } catch {
+      return null; // unreadable: the run reads the packages again and replaces it
+    }
   }
 
   /** Replaces the stored package read (stored as JSON of [name, package] pairs). */
