@@ -249,7 +249,14 @@ describe.skipIf(!support.can)("driftless.service in a booted Debian host, follow
     setSource({ interval: "2s", splay: "1h" });
     const restartedAt = hostNow();
     await host.execChecked("systemctl", ["restart", "driftless"]);
-    await sleep(1_000); // the first run is waiting, random() * 1 h
+    // The path under test: the new process's first run has said it waits, random() * 1 h. A signal
+    // sent before that would test another path (the run under way), or, before the process has its
+    // handler, kill it (systemd restarts it after RestartSec).
+    await until(
+      "the first run to wait out its splay",
+      async () => (await journal()).logs.some((l) => l.msg === "first run after the splay" && l.time > restartedAt),
+      20_000,
+    );
     setSource({ interval: "2s", splay: "0s" });
     await host.execChecked("systemctl", ["kill", "--kill-whom=main", "--signal=SIGHUP", "driftless"]);
     const run = await runAfter("a run after the SIGHUP", restartedAt, () => true, 10_000).catch(() => null);
