@@ -11,8 +11,12 @@ const INDENT = "  ";
  * The text of `JSON.stringify(value, null, 2)` in consecutive pieces of about `pieceChars`
  * characters, each a run of whole lines without its final line break. The top-level object's
  * array values are written element by element; everything else goes through `JSON.stringify`.
+ *
+ * Pieces are small on purpose: a piece is a rope of many short strings until it is written, and
+ * pieces of 64K characters lived long enough to be promoted to V8's old space, which added
+ * 12-15 MB to the peak memory of a 10,000-file run. Pieces of 8K die young.
  */
-export function* prettyJsonPieces(value: Record<string, unknown>, pieceChars = 1 << 16): Generator<string> {
+export function* prettyJsonPieces(value: Record<string, unknown>, pieceChars = 1 << 13): Generator<string> {
   // The keys JSON.stringify leaves out.
   const entries = Object.entries(value).filter(
     ([, v]) => v !== undefined && typeof v !== "function" && typeof v !== "symbol",
