@@ -224,18 +224,7 @@ export async function converge(ports: RunPorts, options: RunOptions): Promise<Ru
 
   // Remember what was read or written, so the next run can trust unchanged files.
   const nowNs = BigInt(clock.now().getTime()) * 1_000_000n;
-  const records = new Map(read.fileRecords);
-  const byId = new Map(fileResources(desired.resources).map((f) => [f.id, f]));
-  const forget: string[] = [];
-  for (const result of applied.results) {
-    const file = byId.get(result.resource);
-    if (!file) continue;
-    records.delete(file.id);
-    const record = result.outcome === "changed" ? recordAfterWrite(ports.hostFs, file, nowNs) : undefined;
-    if (record) records.set(file.id, record);
-    else forget.push(file.id);
-  }
-  options.state?.saveFileRecords(records, forget);
+  options.state?.saveFileRecords(recordsAfterApply(ports.hostFs, desired.resources, read, applied.results, nowNs));
   const { packageRead } = read;
   if (packageRead) options.state?.savePackageRead(packageRead.key, packageRead.atNs, packageRead.packages);
   keep();
@@ -329,6 +318,30 @@ function storedPackages(
   if (!stored || stamp.changedAtNs >= stored.recordedAtNs - RACY_NS) return { key };
   if (query.refreshIndex && [...stored.packages.values()].some((p) => !p.installed)) return { key };
   return { packages: stored.packages };
+}
+
+/**
+ * The file records to store after an apply, one at a time: a new record for each file written, none
+ * (null: forget it) for a file whose change did not happen or failed, and the records this run read
+ * for every other file.
+ */
+function* recordsAfterApply(
+  fs: HostFs,
+  resources: Desired[],
+  read: ActualRead,
+  results: ResourceResult[],
+  nowNs: bigint,
+): Generator<[string, FileRecord | null]> {
+  const files = new Map<string, DesiredFile>();
+  for (const resource of resources) if (resource.kind === "file") files.set(resource.id, resource);
+  const acted = new Set<string>();
+  for (const result of results) {
+    const file = files.get(result.resource);
+    if (!file) continue;
+    acted.add(file.id);
+    yield [file.id, (result.outcome === "changed" && recordAfterWrite(fs, file, nowNs)) || null];
+  }
+  for (const [id, record] of read.fileRecords) if (!acted.has(id)) yield [id, record];
 }
 
 function fileResources(resources: Desired[]): DesiredFile[] {
@@ -449,18 +462,24 @@ export function toRunRecord(
 
 /** Changes in their machine form: resource, action, drift, and (after apply) the outcome. */
 export function changesForReport(plan: Plan, results: ResourceResult[]): Array<Record<string, unknown>> {
-  const outcomes = new Map<string, ResourceResult[]>();
-  for (const r of results) outcomes.set(r.resource, [...(outcomes.get(r.resource) ?? []), r]);
+  // Most resources have one result; one with several (a service changed and restarted) is looked up in full.
+  const first = new Map<string, ResourceResult>();
+  for (const r of results) if (!first.has(r.resource)) first.set(r.resource, r);
+  const resultOf = (change: Change) => {
+    const r = first.get(change.resource);
+    if (!r || r.action === change.action) return r;
+    return results.find((x) => x.resource === change.resource && x.action === change.action);
+  };
   return plan.changes.map((change) => {
-    const result = outcomes.get(change.resource)?.find((r) => r.action === change.action);
-    return {
-      resource: change.resource,
-      action: change.action,
-      drift: change.drift,
-      ...(change.triggeredBy ? { triggeredBy: change.triggeredBy } : {}),
-      ...(change.diff !== undefined ? { diff: change.diff } : {}),
-      ...(result ? { outcome: result.outcome, ...(result.error ? { error: result.error } : {}) } : {}),
-    };
+    const entry: Record<string, unknown> = { resource: change.resource, action: change.action, drift: change.drift };
+    if (change.triggeredBy) entry.triggeredBy = change.triggeredBy;
+    if (change.diff !== undefined) entry.diff = change.diff;
+    const result = resultOf(change);
+    if (result) {
+      entry.outcome = result.outcome;
+      if (result.error) entry.error = result.error;
+    }
+    return entry;
   });
 }
 
