@@ -144,8 +144,20 @@ function writeStep(desired: DesiredFile, meta: { mode: number; owner?: string; g
   return { op: "file.write", path, content: desired.content ?? Buffer.alloc(0), ...meta };
 }
 
+/**
+ * The change, with exact-sized copies of its lists: an array grown by `push` keeps room for 17
+ * elements, about 120 bytes more than one or two need, and a first apply keeps thousands of
+ * changes until its report is written.
+ */
 function change(desired: DesiredFile, action: string, drift: Drift[], steps: FileStep[], diff?: string): Change {
-  return { resource: desired.id, kind: "file", action, drift, steps, ...(diff !== undefined ? { diff } : {}) };
+  return {
+    resource: desired.id,
+    kind: "file",
+    action,
+    drift: drift.slice(),
+    steps: steps.slice(),
+    ...(diff !== undefined ? { diff } : {}),
+  };
 }
 
 export function isText(content: Buffer): boolean {
