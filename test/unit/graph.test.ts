@@ -26,6 +26,43 @@ describe("orderResources", () => {
     expect(dependents.get("file:/srv/app")).toEqual(["file:/srv/app/conf"]);
   });
 
+  it("puts a file after the nearest managed directory above it, however deep", () => {
+    const { order, dependents } = orderResources([
+      file("/srv/app/a/b/conf"),
+      file("/srv", { state: "directory" }),
+      file("/srv/app/a", { state: "directory" }),
+      file("/srv/app/a/other"),
+    ]);
+    expect(ids(order)).toEqual(["file:/srv", "file:/srv/app/a", "file:/srv/app/a/b/conf", "file:/srv/app/a/other"]);
+    expect(dependents.get("file:/srv/app/a")).toEqual(["file:/srv/app/a/b/conf", "file:/srv/app/a/other"]);
+    expect(dependents.get("file:/srv")).toEqual(["file:/srv/app/a"]);
+  });
+
+  it("keeps phase and declaration order when every edge already points forward", () => {
+    const { order, dependents } = orderResources([
+      svc("nginx"),
+      file("/etc/nginx", { state: "directory" }),
+      file("/etc/nginx/nginx.conf", { notify: ["service:nginx"] }),
+      pkg("nginx"),
+      file("/etc/motd", { after: ["package:nginx"] }),
+    ]);
+    expect(ids(order)).toEqual([
+      "package:nginx",
+      "file:/etc/nginx",
+      "file:/etc/nginx/nginx.conf",
+      "file:/etc/motd",
+      "service:nginx",
+    ]);
+    expect(dependents.get("file:/etc/nginx/nginx.conf")).toEqual(["service:nginx"]);
+    expect(dependents.get("package:nginx")).toEqual(["file:/etc/motd"]);
+  });
+
+  it("reports a resource after itself as a cycle", () => {
+    expect(() => orderResources([file("/a", { after: ["file:/a"] })])).toThrow(
+      /dependency cycle: file:\/a -> file:\/a/,
+    );
+  });
+
   it("reports a cycle with its path", () => {
     const resources = [
       file("/a", { after: ["file:/b"] }),

@@ -14,28 +14,21 @@ export interface Ordering {
   dependents: Map<string, string[]>;
 }
 
-export function dependenciesOf(resource: Desired, byId: Map<string, Desired>): string[] {
-  const deps = new Set(resource.after);
-  if (resource.kind === "file") {
-    // A file inside a directory the profile manages comes after that directory.
-    let dir = resource.path;
-    while (dir !== "/") {
-      dir = dir.slice(0, dir.lastIndexOf("/")) || "/";
-      const parent = byId.get(`file:${dir}`);
-      if (parent?.kind === "file" && parent.state === "directory") {
-        deps.add(parent.id);
-        break;
-      }
-    }
-  }
-  return [...deps];
-}
-
+/**
+ * The resources in order. Most profiles declare what a resource depends on before it, in phase
+ * order: then every edge points forward in that order and it is the answer as it stands. Otherwise
+ * the ready resource that comes first in it goes next (a heap), which gives the same order when no
+ * edge points back.
+ */
 export function orderResources(resources: Desired[]): Ordering {
-  const byId = new Map(resources.map((r) => [r.id, r]));
-  const index = new Map(resources.map((r, i) => [r.id, i]));
+  const byId = new Map<string, Desired>();
+  for (const resource of resources) byId.set(resource.id, resource);
+  // A resource's place when nothing reorders it: its phase, then where it was declared.
+  const rank = new Map<string, number>();
+  for (const [i, resource] of resources.entries()) rank.set(resource.id, PHASE[resource.kind] * resources.length + i);
   const dependents = new Map<string, string[]>();
   const waiting = new Map<string, number>();
+  let backward = false;
   const addEdge = (from: string, to: string) => {
     const list = dependents.get(from);
     if (list) {
@@ -43,16 +36,23 @@ export function orderResources(resources: Desired[]): Ordering {
       else return;
     } else dependents.set(from, [to]);
     waiting.set(to, (waiting.get(to) ?? 0) + 1);
+    // A resource on itself is a cycle: it is not forward either.
+    if ((rank.get(from) as number) >= (rank.get(to) as number)) backward = true;
   };
+  const managedParent = managedDirectories(byId);
   for (const resource of resources) {
-    for (const dep of dependenciesOf(resource, byId)) if (byId.has(dep)) addEdge(dep, resource.id);
-    if (resource.kind === "file") for (const svc of resource.notify) if (byId.has(svc)) addEdge(resource.id, svc);
+    for (const dep of resource.after) if (byId.has(dep)) addEdge(dep, resource.id);
+    if (resource.kind === "file") {
+      const parent = managedParent(resource.path);
+      if (parent !== undefined) addEdge(parent, resource.id);
+      for (const svc of resource.notify) if (byId.has(svc)) addEdge(resource.id, svc);
+    }
   }
-  const priority = (id: string) => {
-    const r = byId.get(id) as Desired;
-    return PHASE[r.kind] * 1e9 + (index.get(id) ?? 0);
-  };
-  const ready = new MinHeap<string>(priority);
+  if (!backward) {
+    const order = [0, 1, 2].flatMap((phase) => resources.filter((r) => PHASE[r.kind] === phase));
+    return { order, dependents };
+  }
+  const ready = new MinHeap<string>((id) => rank.get(id) as number);
   for (const r of resources) if (!waiting.get(r.id)) ready.push(r.id);
   const order: Desired[] = [];
   while (ready.size > 0) {
@@ -79,6 +79,29 @@ export function orderResources(resources: Desired[]): Ordering {
     });
   }
   return { order, dependents };
+}
+
+/**
+ * For a file path, the id of the nearest directory above it that the profile manages (a file
+ * inside it comes after it), or undefined. Each directory is looked up once: the files of one
+ * directory share the answer.
+ */
+function managedDirectories(byId: Map<string, Desired>): (path: string) => string | undefined {
+  const known = new Map<string, string | undefined>();
+  const nearest = (dir: string): string | undefined => {
+    if (known.has(dir)) return known.get(dir);
+    const resource = byId.get(`file:${dir}`);
+    let found: string | undefined;
+    if (resource?.kind === "file" && resource.state === "directory") found = resource.id;
+    else if (dir !== "/") found = nearest(parentOf(dir));
+    known.set(dir, found);
+    return found;
+  };
+  return (path) => (path === "/" ? undefined : nearest(parentOf(path)));
+}
+
+function parentOf(path: string): string {
+  return path.slice(0, path.lastIndexOf("/")) || "/";
 }
 
 function findCycle(ids: string[], dependents: Map<string, string[]>): string[] {
@@ -147,7 +170,9 @@ class MinHeap<T> {
     while (i > 0) {
       const parent = (i - 1) >> 1;
       if (this.#key(items[parent] as T) <= this.#key(items[i] as T)) break;
-      [items[parent], items[i]] = [items[i] as T, items[parent] as T];
+      const item = items[i] as T;
+      items[i] = items[parent] as T;
+      items[parent] = item;
       i = parent;
     }
   }
@@ -166,7 +191,9 @@ class MinHeap<T> {
         if (l < items.length && this.#key(items[l] as T) < this.#key(items[smallest] as T)) smallest = l;
         if (r < items.length && this.#key(items[r] as T) < this.#key(items[smallest] as T)) smallest = r;
         if (smallest === i) break;
-        [items[smallest], items[i]] = [items[i] as T, items[smallest] as T];
+        const item = items[i] as T;
+        items[i] = items[smallest] as T;
+        items[smallest] = item;
         i = smallest;
       }
     }
