@@ -13,10 +13,27 @@ export const TEMP_PREFIX = ".driftless-";
 export const STALE_TEMP = /^\.driftless-[0-9a-f]{16}\.tmp$|^\..+\.driftless-\d+$/;
 export const { O_RDONLY, O_WRONLY, O_CREAT, O_EXCL, O_NOFOLLOW, O_NONBLOCK, O_NOCTTY, O_DIRECTORY } = fs.constants;
 
+let tempPrefix = "";
+let tempCount = 0;
+
+/**
+ * A new temp name in `dir`: 16 hex digits, a random 32-bit prefix of this process then a count
+ * (a random draw per name cost about 13 µs each, 130 ms of a 10,000-file first apply). `fresh`
+ * (after a clash) draws a new prefix, so names cannot be foreseen past one that was taken.
+ */
+export function tempName(dir: string, fresh = false): string {
+  if (fresh || tempPrefix === "" || tempCount > 0xffffffff) {
+    tempPrefix = randomBytes(4).toString("hex");
+    tempCount = 0;
+  }
+  const count = (tempCount++).toString(16).padStart(8, "0");
+  return path.join(dir, `${TEMP_PREFIX}${tempPrefix}${count}.tmp`);
+}
+
 /** Creates a new temp entry in `dir` with `make` (which must fail with EEXIST on a clash). */
 export function createTemp<T>(dir: string, make: (name: string) => T): T {
   for (let attempt = 0; ; attempt++) {
-    const name = path.join(dir, `${TEMP_PREFIX}${randomBytes(8).toString("hex")}.tmp`);
+    const name = tempName(dir, attempt > 0);
     try {
       return make(name);
     } catch (error) {
@@ -38,7 +55,7 @@ const open = promisify(fs.open);
 /** `openTemp` on libuv's thread pool: creating a file's inode can take a while. */
 export async function openTempAsync(dir: string): Promise<{ fd: number; temp: string }> {
   for (let attempt = 0; ; attempt++) {
-    const temp = path.join(dir, `${TEMP_PREFIX}${randomBytes(8).toString("hex")}.tmp`);
+    const temp = tempName(dir, attempt > 0);
     try {
       return { fd: await open(temp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0o600), temp };
     } catch (error) {
@@ -134,5 +151,10 @@ export function normalizeHostPath(hostPath: string): string {
   if (!path.posix.isAbsolute(hostPath)) {
     throw new DriftlessError(`path must be absolute: ${hostPath}`, { code: "EPATH", phase: "validate" });
   }
+  // Most paths are normal already (every file of a run goes through here several times).
+  if (!NOT_NORMAL.test(hostPath)) return hostPath;
   return path.posix.normalize(hostPath).replace(/(.)\/+$/, "$1");
 }
+
+/** What `path.posix.normalize` (and dropping a final slash) would change: `//`, a `.` or `..` segment, a final `/`. */
+const NOT_NORMAL = /\/\/|\/\.\.?(?:\/|$)|.\/$/;
