@@ -1,6 +1,7 @@
+import { chmodSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import * as path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { loadAgentConfig } from "../../agent/src/config/load.js";
+import { CONFIG_CACHE, loadAgentConfig } from "../../agent/src/config/load.js";
 import { HostFs } from "../../agent/src/host/fs.js";
 import { cleanupTemp, makeRepo } from "../support/repo.js";
 
@@ -110,5 +111,75 @@ broker: { url: http://cp:1883 }
       (await load(null, { DRIFTLESS_SOURCE_URL: "https://git.example.com/f.git" })).loaded?.config.source.url,
     ).toBe("https://git.example.com/f.git");
     expect((await load(null)).errors[0]?.message).toMatch(/no configuration at .*agent\.yaml; create it/);
+  });
+});
+
+describe("the validated configuration kept in the state directory", () => {
+  /** A configuration file naming its own state directory (which exists), and a load of it. */
+  function setup() {
+    const dir = makeRepo({});
+    const stateDir = path.join(dir, "state");
+    mkdirSync(stateDir);
+    const file = path.join(dir, "agent.yaml");
+    writeFileSync(file, `${minimal}stateDir: ${stateDir}\nlabels:\n  site: lyon\n`);
+    const cacheFile = path.join(stateDir, CONFIG_CACHE);
+    const load = (env: Record<string, string> = {}, options: Parameters<typeof loadAgentConfig>[4] = {}) =>
+      loadAgentConfig(fs, file, env, undefined, { keepValidated: true, ...options });
+    /** Changes what the cache says, keeping its key: a load that returns it took the cache. */
+    const plant = (labels: Record<string, string>) => {
+      const cached = JSON.parse(readFileSync(cacheFile, "utf8"));
+      cached.config.labels = labels;
+      writeFileSync(cacheFile, JSON.stringify(cached));
+    };
+    return { file, stateDir, cacheFile, load, plant };
+  }
+
+  it("is written by a load that keeps it, private, and taken for the same inputs", async () => {
+    const { cacheFile, load, plant } = setup();
+    const first = await load();
+    expect(first.loaded?.config.labels).toEqual({ site: "lyon" });
+    expect(statSync(cacheFile).mode & 0o777).toBe(0o600);
+    expect(JSON.parse(readFileSync(cacheFile, "utf8")).config).toEqual(first.loaded?.config);
+    plant({ site: "planted" });
+    expect((await load()).loaded?.config.labels).toEqual({ site: "planted" });
+  });
+
+  it("is never taken once any input differs: the file, the environment, an option", async () => {
+    const { file, load, plant } = setup();
+    await load();
+    plant({ site: "planted" });
+    expect((await load({ DRIFTLESS_HOST: "env-1" })).loaded?.config).toMatchObject({
+      host: "env-1",
+      labels: { site: "lyon" },
+    });
+    await load();
+    plant({ site: "planted" });
+    const option = await load({}, { overrides: [{ key: ["labels", "role"], value: "db", option: "--label" }] });
+    expect(option.loaded?.config.labels).toEqual({ site: "lyon", role: "db" });
+    await load();
+    plant({ site: "planted" });
+    writeFileSync(file, `${readFileSync(file, "utf8")}mode: reprot\n`);
+    const bad = await load();
+    expect(bad.loaded).toBeUndefined();
+    expect(bad.errors[0]?.toString()).toMatch(/mode/);
+  });
+
+  it("is not written for a URL that may carry credentials", async () => {
+    const { file, cacheFile, load } = setup();
+    writeFileSync(file, readFileSync(file, "utf8").replace("https://git.", "https://deploy:s3cret@git."));
+    expect((await load()).loaded?.config.source.url).toMatch(/s3cret/);
+    expect(existsSync(cacheFile)).toBe(false);
+  });
+
+  it("is not taken when others may write it, and not written by a load that does not keep it", async () => {
+    const { stateDir, cacheFile, load, plant } = setup();
+    await load();
+    plant({ site: "planted" });
+    chmodSync(cacheFile, 0o666);
+    expect((await load()).loaded?.config.labels).toEqual({ site: "lyon" });
+    const other = setup();
+    await other.load({}, { keepValidated: false });
+    expect(existsSync(other.cacheFile)).toBe(false);
+    expect(existsSync(stateDir)).toBe(true);
   });
 });

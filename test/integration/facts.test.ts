@@ -214,7 +214,11 @@ describe("gatherFacts on this machine", () => {
     const dir = tempDir();
     const cacheFile = path.join(dir, "facts.json");
     const reference = await gather();
-    for (const junk of ["{ not json", "", "null", '{"v":1}', '{"v":99,"key":"x"}', "[1,2]"]) {
+    // Of the right key but of another shape: a field of the wrong type, a disk list that is not one.
+    const key = factsCacheKey(BOOT_ID, readOsRelease(new HostFs("/")));
+    const shaped = (probed: unknown) => JSON.stringify({ v: 1, key, writtenAt: "x", failed: {}, probed });
+    const wrongShapes = [shaped({ cpu: { model: 1, vendor: "v", physicalCores: 2 } }), shaped({ disks: {} })];
+    for (const junk of ["{ not json", "", "null", '{"v":1}', '{"v":99,"key":"x"}', "[1,2]", ...wrongShapes]) {
       writeFileSync(cacheFile, junk);
       const facts = await gather({ cacheFile });
       expect(facts.incomplete).toBeUndefined();

@@ -266,6 +266,7 @@ async function resolveConfig(
   const { loaded, errors } = await loadAgentConfig(fs, file, process.env, undefined, {
     ...(treeRoot ? { treeRoot } : {}),
     overrides,
+    keepValidated: verb === "apply",
   });
   if (!loaded) return { error: errors.map((e) => e.toString()) };
   return { config: loaded.config };

@@ -1,5 +1,7 @@
 /** Where the configuration lives and which environment variables override it (no dependencies: the supervisor loads this). */
 export const DEFAULT_CONFIG = "/etc/driftless/agent.yaml";
+/** The state directory when the configuration names none. */
+export const DEFAULT_STATE_DIR = "/var/lib/driftless";
 
 /** Environment variables and the key each overrides. */
 export const ENV_OVERRIDES: Record<string, string[]> = {

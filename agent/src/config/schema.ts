@@ -4,6 +4,7 @@
  */
 import * as z from "zod";
 import { parseDuration } from "./duration.js";
+import { DEFAULT_STATE_DIR } from "./env.js";
 
 const duration = (fallback: string) =>
   z
@@ -25,7 +26,7 @@ export const agentConfigSchema = z
       .describe("Host id; default: the hostname."),
     labels: z.record(z.string(), z.string()).default({}).describe("Labels for fleet.yaml matching and templates."),
     mode: z.enum(["enforce", "report"]).default("enforce").describe("enforce converges; report only reports drift."),
-    stateDir: z.string().default("/var/lib/driftless").describe("State database and cached repository."),
+    stateDir: z.string().default(DEFAULT_STATE_DIR).describe("State database and cached repository."),
     state: z
       .strictObject({
         keepRuns: z

@@ -58,7 +58,9 @@ const RETRY_BASE_MS = 10_000;
 const INVALID_CONFIG_RETRY_MS = 60_000;
 
 export async function loadConfig(deps: AgentDeps): Promise<AgentConfig> {
-  const { loaded, errors } = await loadAgentConfig(deps.fs, deps.configFile, deps.env, deps.configText);
+  const { loaded, errors } = await loadAgentConfig(deps.fs, deps.configFile, deps.env, deps.configText, {
+    keepValidated: true,
+  });
   if (!loaded) throw new ErrorList(errors);
   return loaded.config;
 }

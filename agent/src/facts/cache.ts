@@ -3,47 +3,33 @@
  * up, keyed by its boot id and os-release (`factsCacheKey`). A file that is missing, unreadable,
  * not JSON, of another shape or of another key is no cache at all, never an error.
  */
-import * as z from "zod";
 import type { HostFs } from "../host/fs.js";
 
 export const CACHE_VERSION = 1;
 
-const cpuSchema = z.object({
-  model: z.string(),
-  vendor: z.string(),
-  physicalCores: z.number(),
-  speedGHz: z.number().optional(),
-});
-const diskSchema = z.object({ device: z.string(), mount: z.string(), type: z.string(), sizeBytes: z.number() });
-const virtualizationSchema = z.object({ virtual: z.boolean(), type: z.string() });
+export interface Probed {
+  cpu?: { model: string; vendor: string; physicalCores: number; speedGHz?: number };
+  disks?: { device: string; mount: string; type: string; sizeBytes: number }[];
+  virtualization?: { virtual: boolean; type: string };
+}
 
-export const probedSchema = z.object({
-  cpu: cpuSchema.optional(),
-  disks: z.array(diskSchema).optional(),
-  virtualization: virtualizationSchema.optional(),
-});
-
-const cacheSchema = z.object({
-  v: z.literal(CACHE_VERSION),
-  key: z.string(),
-  writtenAt: z.string(),
-  probed: probedSchema,
+export interface FactsCache {
+  v: typeof CACHE_VERSION;
+  key: string;
+  writtenAt: string;
+  probed: Probed;
   /** Probes that failed or timed out, with why; tried again after `retryAt`. */
-  failed: z.record(z.string(), z.string()),
-  retryAt: z.string().optional(),
-});
-
-export type Probed = z.infer<typeof probedSchema>;
-export type FactsCache = z.infer<typeof cacheSchema>;
+  failed: Record<string, string>;
+  retryAt?: string;
+}
 
 /** The cache in `file` when it is valid and made for `key`; null otherwise (never throws). */
 export function readFactsCache(fs: HostFs, file: string, key: string): FactsCache | null {
   try {
     const text = fs.readTextIfExists(file);
     if (text === null) return null;
-    const parsed = cacheSchema.safeParse(JSON.parse(text));
-    if (!parsed.success || parsed.data.key !== key) return null;
-    return parsed.data;
+    const cache = asFactsCache(JSON.parse(text));
+    return cache?.key === key ? cache : null;
   } catch {
     return null;
   }
@@ -62,4 +48,65 @@ export function writeFactsCache(fs: HostFs, file: string, cache: FactsCache): bo
   } catch {
     return false;
   }
+}
+
+/**
+ * The cache held in `value`, with only the fields it knows (as they were written), or null for
+ * any other shape. Checked by hand, not with a schema library: every run reads this file, and
+ * zod's first use in a process costs about 0.8 MB of a small run's peak memory.
+ */
+function asFactsCache(value: unknown): FactsCache | null {
+  if (!isRecord(value) || value.v !== CACHE_VERSION) return null;
+  const { key, writtenAt, retryAt, failed, probed } = value;
+  if (typeof key !== "string" || typeof writtenAt !== "string") return null;
+  if (retryAt !== undefined && typeof retryAt !== "string") return null;
+  if (!isRecord(failed) || !Object.values(failed).every((why) => typeof why === "string")) return null;
+  if (!isRecord(probed)) return null;
+  const out: Probed = {};
+  const { cpu, disks, virtualization } = probed;
+  if (cpu !== undefined) {
+    if (!isRecord(cpu) || !strings(cpu, "model", "vendor") || typeof cpu.physicalCores !== "number") return null;
+    if (cpu.speedGHz !== undefined && typeof cpu.speedGHz !== "number") return null;
+    out.cpu = {
+      model: cpu.model as string,
+      vendor: cpu.vendor as string,
+      physicalCores: cpu.physicalCores,
+      ...(cpu.speedGHz !== undefined ? { speedGHz: cpu.speedGHz } : {}),
+    };
+  }
+  if (disks !== undefined) {
+    if (!Array.isArray(disks)) return null;
+    out.disks = [];
+    for (const disk of disks) {
+      if (!isRecord(disk) || !strings(disk, "device", "mount", "type") || typeof disk.sizeBytes !== "number")
+        return null;
+      out.disks.push({
+        device: disk.device as string,
+        mount: disk.mount as string,
+        type: disk.type as string,
+        sizeBytes: disk.sizeBytes,
+      });
+    }
+  }
+  if (virtualization !== undefined) {
+    if (!isRecord(virtualization) || typeof virtualization.virtual !== "boolean") return null;
+    if (typeof virtualization.type !== "string") return null;
+    out.virtualization = { virtual: virtualization.virtual, type: virtualization.type };
+  }
+  return {
+    v: CACHE_VERSION,
+    key,
+    writtenAt,
+    probed: out,
+    failed: { ...(failed as Record<string, string>) },
+    ...(retryAt !== undefined ? { retryAt } : {}),
+  };
+}
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+function strings(record: Record<string, unknown>, ...keys: string[]): boolean {
+  return keys.every((k) => typeof record[k] === "string");
 }
