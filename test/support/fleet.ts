@@ -144,9 +144,15 @@ export class ServeProcess {
   /** GET (or POST) on the API with the bearer token; the JSON answer, or throws on an HTTP error. */
   async api<T = Record<string, unknown>>(route: string, method: "GET" | "POST" = "GET"): Promise<T> {
     const token = readFileSync(this.tokenFile, "utf8").trim();
-    const response = await fetch(`${this.url}/api/v1/${route}`, {
-      method,
-      headers: { authorization: `Bearer ${token}` },
+    const request = () =>
+      fetch(`${this.url}/api/v1/${route}`, { method, headers: { authorization: `Bearer ${token}` } });
+    // A kept-alive connection that serve closes as the next GET goes out fails that GET (the
+    // client drops idle connections 2 s before serve does, later on a loaded machine): it is
+    // sent again once, as browsers do with an idempotent request.
+    const response = await request().catch((error: unknown) => {
+      const code = (error as { cause?: { code?: string } }).cause?.code;
+      if (method === "GET" && code === "UND_ERR_SOCKET") return request();
+      throw error;
     });
     const text = await response.text();
     if (!response.ok) throw new Error(`${method} ${route}: ${response.status} ${text}`);
