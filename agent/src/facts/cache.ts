@@ -4,6 +4,7 @@
  * not JSON, of another shape or of another key is no cache at all, never an error.
  */
 import type { HostFs } from "../host/fs.js";
+import { isObject } from "../yaml/fields.js";
 
 export const CACHE_VERSION = 1;
 
@@ -56,16 +57,16 @@ export function writeFactsCache(fs: HostFs, file: string, cache: FactsCache): bo
  * zod's first use in a process costs about 0.8 MB of a small run's peak memory.
  */
 function asFactsCache(value: unknown): FactsCache | null {
-  if (!isRecord(value) || value.v !== CACHE_VERSION) return null;
+  if (!isObject(value) || value.v !== CACHE_VERSION) return null;
   const { key, writtenAt, retryAt, failed, probed } = value;
   if (typeof key !== "string" || typeof writtenAt !== "string") return null;
   if (retryAt !== undefined && typeof retryAt !== "string") return null;
-  if (!isRecord(failed) || !Object.values(failed).every((why) => typeof why === "string")) return null;
-  if (!isRecord(probed)) return null;
+  if (!isObject(failed) || !Object.values(failed).every((why) => typeof why === "string")) return null;
+  if (!isObject(probed)) return null;
   const out: Probed = {};
   const { cpu, disks, virtualization } = probed;
   if (cpu !== undefined) {
-    if (!isRecord(cpu) || !strings(cpu, "model", "vendor") || typeof cpu.physicalCores !== "number") return null;
+    if (!isObject(cpu) || !strings(cpu, "model", "vendor") || typeof cpu.physicalCores !== "number") return null;
     if (cpu.speedGHz !== undefined && typeof cpu.speedGHz !== "number") return null;
     out.cpu = {
       model: cpu.model as string,
@@ -78,7 +79,7 @@ function asFactsCache(value: unknown): FactsCache | null {
     if (!Array.isArray(disks)) return null;
     out.disks = [];
     for (const disk of disks) {
-      if (!isRecord(disk) || !strings(disk, "device", "mount", "type") || typeof disk.sizeBytes !== "number")
+      if (!isObject(disk) || !strings(disk, "device", "mount", "type") || typeof disk.sizeBytes !== "number")
         return null;
       out.disks.push({
         device: disk.device as string,
@@ -89,7 +90,7 @@ function asFactsCache(value: unknown): FactsCache | null {
     }
   }
   if (virtualization !== undefined) {
-    if (!isRecord(virtualization) || typeof virtualization.virtual !== "boolean") return null;
+    if (!isObject(virtualization) || typeof virtualization.virtual !== "boolean") return null;
     if (typeof virtualization.type !== "string") return null;
     out.virtualization = { virtual: virtualization.virtual, type: virtualization.type };
   }
@@ -101,10 +102,6 @@ function asFactsCache(value: unknown): FactsCache | null {
     failed: { ...(failed as Record<string, string>) },
     ...(retryAt !== undefined ? { retryAt } : {}),
   };
-}
-
-function isRecord(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
 }
 
 function strings(record: Record<string, unknown>, ...keys: string[]): boolean {

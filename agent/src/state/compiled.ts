@@ -21,6 +21,7 @@ import { factsStillHold } from "../facts/usage.js";
 import type { HostFs } from "../host/fs.js";
 import type { Desired } from "../resources/types.js";
 import { COMMIT, VERSION } from "../version.js";
+import { isObject } from "../yaml/fields.js";
 import type { StateStore } from "./db.js";
 
 /** Bump when what an entry holds, or how it is encoded, changes: older entries are then not used. */
@@ -234,7 +235,7 @@ function decodeFactUses(text: string): FactUse[] {
   const uses: unknown = JSON.parse(text);
   if (!Array.isArray(uses)) throw new Undecodable("facts");
   for (const use of uses) {
-    if (!isRecord(use) || !isStringArray(use.path) || typeof use.seen !== "string") throw new Undecodable("fact");
+    if (!isObject(use) || !isStringArray(use.path) || typeof use.seen !== "string") throw new Undecodable("fact");
   }
   return uses as FactUse[];
 }
@@ -242,7 +243,7 @@ function decodeFactUses(text: string): FactUse[] {
 /** The entry; its resources' rows are read (`rows`) only once its header decodes, and read to the end or closed. */
 function decode(headerText: string, rows: () => Iterable<string>, format: number, realRoot: string): CompiledDesired {
   const header: unknown = JSON.parse(headerText);
-  if (!isRecord(header) || header.format !== format) throw new Undecodable("format");
+  if (!isObject(header) || header.format !== format) throw new Undecodable("format");
   if (!isStringArray(header.profiles) || typeof header.digest !== "string" || typeof header.count !== "number") {
     throw new Undecodable("header");
   }
@@ -260,7 +261,7 @@ const PACKAGE_STATES = new Set(["present", "absent", "latest"]);
  * completed in place: it was parsed for this run alone.
  */
 function decodeResource(raw: unknown, realRoot: string): Desired {
-  if (!isRecord(raw)) throw new Undecodable("resource");
+  if (!isObject(raw)) throw new Undecodable("resource");
   const declared = raw.declaredAt;
   if (!Array.isArray(declared) || declared.length !== 3) throw new Undecodable("declaredAt");
   const [file, document, field] = declared as unknown[];
@@ -312,10 +313,6 @@ function check(ok: boolean): void {
 
 function optional(value: unknown, type: "string" | "number" | "boolean"): boolean {
   return value === undefined || typeof value === type;
-}
-
-function isRecord(value: unknown): value is Record<string, unknown> {
-  return typeof value === "object" && value !== null && !Array.isArray(value);
 }
 
 function isStringArray(value: unknown): value is string[] {
