@@ -184,17 +184,21 @@ async function settle(
 }
 
 /** The cache of the validated configuration for these inputs (`CONFIG_CACHE`); reads and writes never throw. */
-function validatedCache(fs: HostFs, raw: Record<string, unknown>) {
+function validatedCache(
+  fs: HostFs,
+  raw: Record<string, unknown>,
+): { read(): AgentConfig | null; write(config: AgentConfig): void } {
   const stateDir = typeof raw.stateDir === "string" ? raw.stateDir : DEFAULT_STATE_DIR;
-  const cacheFile = path.join(stateDir, CONFIG_CACHE);
-  const key = createHash("sha256").update(versionLine()).update("\0").update(JSON.stringify(raw)).digest("hex");
   // Only on the machine itself, and only a file of this user that no one else may write. Never
   // with a URL that may carry credentials (`user:password@`): they are written nowhere.
   const urls = [getIn(raw, ["source", "url"]), getIn(raw, ["broker", "url"])];
-  const usable = !fs.isRooted && path.isAbsolute(stateDir) && !urls.some((u) => String(u ?? "").includes("@"));
+  if (fs.isRooted || !path.isAbsolute(stateDir) || urls.some((u) => String(u ?? "").includes("@"))) {
+    return { read: () => null, write: () => {} };
+  }
+  const cacheFile = path.join(stateDir, CONFIG_CACHE);
+  const key = createHash("sha256").update(versionLine()).update("\0").update(JSON.stringify(raw)).digest("hex");
   return {
-    read(): AgentConfig | null {
-      if (!usable) return null;
+    read() {
       try {
         const st = fs.lstat(cacheFile);
         if (st?.type !== "file" || st.uid !== process.getuid?.() || st.mode & 0o022) return null;
@@ -205,8 +209,7 @@ function validatedCache(fs: HostFs, raw: Record<string, unknown>) {
         return null;
       }
     },
-    write(config: AgentConfig): void {
-      if (!usable) return;
+    write(config) {
       try {
         // Only into a state directory that exists: loading the configuration creates nothing.
         if (fs.lstat(stateDir)?.type !== "directory") return;
