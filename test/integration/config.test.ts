@@ -164,6 +164,19 @@ describe("the validated configuration kept in the state directory", () => {
     expect(bad.errors[0]?.toString()).toMatch(/mode/);
   });
 
+  it("is validated again and rewritten when it is not JSON or holds no configuration", async () => {
+    const { cacheFile, load } = setup();
+    await load();
+    const { key } = JSON.parse(readFileSync(cacheFile, "utf8"));
+    for (const junk of ["{ not json", "", JSON.stringify({ key, config: "lyon" }), JSON.stringify({ key })]) {
+      writeFileSync(cacheFile, junk, { mode: 0o600 });
+      const again = await load();
+      expect(again.errors).toEqual([]);
+      expect(again.loaded?.config.labels).toEqual({ site: "lyon" });
+      expect(JSON.parse(readFileSync(cacheFile, "utf8"))).toEqual({ key, config: again.loaded?.config });
+    }
+  });
+
   it("is not written for a URL that may carry credentials", async () => {
     const { file, cacheFile, load } = setup();
     writeFileSync(file, readFileSync(file, "utf8").replace("https://git.", "https://deploy:s3cret@git."));
